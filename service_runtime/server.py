@@ -1,0 +1,149 @@
+"""gRPC server lifecycle shared by the STT, LLM and TTS services.
+
+Start-up order: listen first with health NOT_SERVING, load (and warm up) the model in a
+worker thread, then flip health to SERVING. SIGTERM/SIGINT: health NOT_SERVING, new calls
+refused with UNAVAILABLE, in-flight calls get `--grace-s`, spans flushed, exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from service_runtime import telemetry
+from service_runtime.config import env_default
+
+MIB = 1024 * 1024
+
+# A loader runs in a worker thread, loads and warms the model, hands the engine to the
+# servicers (via their EngineSlot) and returns what to print in the start-up log.
+ModelLoader = Callable[[], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # process name, also the default OpenTelemetry service.name, e.g. "stt-service"
+    env_prefix: str  # "STT" -> STT_HOST, STT_PORT, ...
+    default_port: int
+    grpc_service_names: Sequence[str]  # full names, for health and reflection
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    # Registers the servicers on the (not yet started) server and returns the model loader.
+    create: Callable[[argparse.Namespace, grpc.aio.Server], ModelLoader]
+    description: str = ""
+
+
+def build_parser(spec: ServiceSpec) -> argparse.ArgumentParser:
+    p = spec.env_prefix
+    parser = argparse.ArgumentParser(prog=spec.name, description=spec.description)
+    parser.add_argument("--host", default=env_default(f"{p}_HOST", "127.0.0.1"), help=f"bind address (env {p}_HOST)")
+    parser.add_argument(
+        "--port", type=int, default=env_default(f"{p}_PORT", spec.default_port), help=f"port, 0 = any free (env {p}_PORT)"
+    )
+    parser.add_argument(
+        "--grace-s", type=float, default=env_default(f"{p}_GRACE_S", 5.0), help="seconds in-flight calls get on shutdown"
+    )
+    parser.add_argument(
+        "--max-message-mib",
+        type=float,
+        default=env_default(f"{p}_MAX_MESSAGE_MIB", 4.0),
+        help="largest request message accepted, MiB (larger: RESOURCE_EXHAUSTED)",
+    )
+    parser.add_argument("--log-level", default=env_default(f"{p}_LOG_LEVEL", "INFO"))
+    spec.add_arguments(parser)
+    return parser
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", 64 * MIB),
+        # Keep idle client connections alive through NATs, but refuse ping floods.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+async def serve(spec: ServiceSpec, args: argparse.Namespace) -> int:
+    log = logging.getLogger(spec.name)
+    telemetry.setup_tracing(spec.name)
+    server = grpc.aio.server(options=server_options(int(args.max_message_mib * MIB)))
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    load_model = spec.create(args, server)
+    reflection.enable_server_reflection(
+        [*spec.grpc_service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    for name in ("", *spec.grpc_service_names):
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = server.add_insecure_port(f"{args.host}:{args.port}")
+    if port == 0:
+        log.error("could not bind %s:%s (port in use?)", args.host, args.port)
+        return 2
+    await server.start()
+    log.info("listening on %s:%d (health NOT_SERVING until the model is loaded)", args.host, port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    loading = asyncio.create_task(_load(load_model, log))
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    exit_code = 0
+    if loading in done:
+        info = loading.result()
+        if info is None:
+            exit_code = 1
+            stop.set()
+        else:
+            for name in ("", *spec.grpc_service_names):
+                await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            details = " ".join(f"{k}={v}" for k, v in info.items())
+            log.info("SERVING on %s:%d %s", args.host, port, details)
+    await stop.wait()
+
+    log.info("shutting down: health NOT_SERVING, new calls refused, %.1fs grace for in-flight calls", args.grace_s)
+    await health.enter_graceful_shutdown()
+    await server.stop(args.grace_s)
+    telemetry.shutdown_tracing()
+    log.info("stopped")
+    if not loading.done():
+        loading.cancel()
+    return exit_code
+
+
+async def _load(load_model: ModelLoader, log: logging.Logger) -> Mapping[str, Any] | None:
+    started = time.perf_counter()
+    try:
+        info = await asyncio.to_thread(load_model)
+    except Exception as error:
+        log.error("model failed to load: %s", error)
+        return None
+    return {**info, "load_s": f"{time.perf_counter() - started:.2f}"}
+
+
+def run_service_cli(spec: ServiceSpec, argv: Sequence[str] | None = None) -> None:
+    args = build_parser(spec).parse_args(argv)
+    logging.basicConfig(
+        level=str(args.log_level).upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    sys.exit(asyncio.run(serve(spec, args)))
