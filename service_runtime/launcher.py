@@ -75,14 +75,16 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
         detach: bool = False,
+        module: str | None = None,
+        stdin_pipe: bool = False,
     ) -> None:
-        self.info = SERVICES[kind]
         self.kind = kind
+        module = module or SERVICES[kind].module
         self.log_path = log_path
         self.port = port
         self._listening = threading.Event()
         self._log_lines: list[str] = []
-        cmd = [sys.executable, "-u", "-m", self.info.module, "--port", str(port), *args]
+        cmd = [sys.executable, "-u", "-m", module, "--port", str(port), *args]
         full_env = {**os.environ, **(env or {})}
         if detach:
             # Outlives the launcher (make serve): log straight to a file, fixed port required.
@@ -95,7 +97,13 @@ class ServiceProcess:
             self._listening.set()
         else:
             self.process = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True, bufsize=1
+                cmd,
+                stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                text=True,
+                bufsize=1,
             )
             threading.Thread(target=self._read_log, daemon=True).start()
 
@@ -123,9 +131,13 @@ class ServiceProcess:
     def log(self) -> str:
         return "".join(self._log_lines)
 
-    def wait_serving(self, timeout_s: float = 300.0) -> ServiceProcess:
+    def wait_listening(self, timeout_s: float = 60.0) -> ServiceProcess:
         if not self._listening.wait(timeout_s) or self.port == 0:
             raise ServiceError(f"{self.kind}-service did not start listening:\n{self.log[-3000:]}")
+        return self
+
+    def wait_serving(self, timeout_s: float = 300.0) -> ServiceProcess:
+        self.wait_listening(timeout_s)
         try:
             wait_serving(self.address, timeout_s)
         except ServiceError as error:

@@ -38,8 +38,13 @@ def setup_tracing(default_service_name: str, exporter: SpanExporter | None = Non
 
         exporter = OTLPSpanExporter(timeout=EXPORT_TIMEOUT_S)
     if exporter is not None:
+        # Short default delay so traces show up in Jaeger right after a turn; the standard
+        # OTEL_BSP_* variables still override it.
+        delay_ms = int(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "200"))
         provider.add_span_processor(
-            BatchSpanProcessor(exporter, schedule_delay_millis=200, export_timeout_millis=int(EXPORT_TIMEOUT_S * 1000))
+            BatchSpanProcessor(
+                exporter, schedule_delay_millis=delay_ms, export_timeout_millis=int(EXPORT_TIMEOUT_S * 1000)
+            )
         )
     trace.set_tracer_provider(provider)
     _provider = provider
