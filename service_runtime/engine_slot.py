@@ -29,8 +29,7 @@ class EngineSlot(Generic[EngineT]):
         if self._engine is None:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
-                f"{self._service_name} is still loading its model; "
-                "retry when grpc.health.v1 reports SERVING",
+                f"{self._service_name} is still loading its model; retry when grpc.health.v1 reports SERVING",
             )
         assert self._engine is not None
         return self._engine

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -86,6 +87,7 @@ class ServiceProcess:
         self._log_lines: list[str] = []
         cmd = [sys.executable, "-u", "-m", module, "--port", str(port), *args]
         full_env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[Any]
         if detach:
             # Outlives the launcher (make serve): log straight to a file, fixed port required.
             assert port != 0 and log_path is not None
@@ -109,7 +111,7 @@ class ServiceProcess:
 
     def _read_log(self) -> None:
         assert self.process.stdout is not None
-        log_file = open(self.log_path, "a") if self.log_path else None  # noqa: SIM115
+        log_file = open(self.log_path, "a") if self.log_path else None
         for line in self.process.stdout:
             self._log_lines.append(line)
             if log_file:

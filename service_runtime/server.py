@@ -49,10 +49,16 @@ def build_parser(spec: ServiceSpec) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=spec.name, description=spec.description)
     parser.add_argument("--host", default=env_default(f"{p}_HOST", "127.0.0.1"), help=f"bind address (env {p}_HOST)")
     parser.add_argument(
-        "--port", type=int, default=env_default(f"{p}_PORT", spec.default_port), help=f"port, 0 = any free (env {p}_PORT)"
+        "--port",
+        type=int,
+        default=env_default(f"{p}_PORT", spec.default_port),
+        help=f"port, 0 = any free (env {p}_PORT)",
     )
     parser.add_argument(
-        "--grace-s", type=float, default=env_default(f"{p}_GRACE_S", 5.0), help="seconds in-flight calls get on shutdown"
+        "--grace-s",
+        type=float,
+        default=env_default(f"{p}_GRACE_S", 5.0),
+        help="seconds in-flight calls get on shutdown",
     )
     parser.add_argument(
         "--max-message-mib",

@@ -27,7 +27,7 @@ class FakeTextToSpeech(tts_pb2_grpc.TextToSpeechServicer):
     def __init__(self, slot: EngineSlot[FakeVoiceList]) -> None:
         self._slot = slot
 
-    async def ListVoices(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def ListVoices(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         with telemetry.server_span("tts.list_voices", context) as span:
             engine = await self._slot.get(context)
             span.set_attribute("voices", len(engine.voices))
@@ -35,7 +35,7 @@ class FakeTextToSpeech(tts_pb2_grpc.TextToSpeechServicer):
                 voices=[tts_pb2.Voice(name=v, backend="fake", is_default=True) for v in engine.voices]
             )
 
-    async def Synthesize(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Synthesize(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         # Holds the call open until the client cancels or the server shuts down:
         # lets tests observe in-flight calls during a graceful stop.
         yield tts_pb2.SynthesizeResponse(text=request.text)

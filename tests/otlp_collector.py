@@ -45,7 +45,7 @@ class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
         self.port = 0
 
     # -- gRPC ---------------------------------------------------------------------------
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+    def Export(self, request: Any, context: Any) -> Any:
         if self._delay_s:
             time.sleep(self._delay_s)
         received: list[CollectedSpan] = []
@@ -90,7 +90,9 @@ class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
         return f"http://127.0.0.1:{self.port}"
 
     # -- queries --------------------------------------------------------------------------
-    def wait_for(self, predicate: Callable[[list[CollectedSpan]], bool], timeout_s: float = 30.0) -> list[CollectedSpan]:
+    def wait_for(
+        self, predicate: Callable[[list[CollectedSpan]], bool], timeout_s: float = 30.0
+    ) -> list[CollectedSpan]:
         deadline = time.monotonic() + timeout_s
         with self._changed:
             while not predicate(self.spans):
