@@ -1,0 +1,203 @@
+"""Incremental sentence segmenter for text that arrives in fragments (LLM tokens).
+
+A sentence is complete when its terminator (. ! ? … plus closing quotes/brackets) is followed
+by whitespace and then more text, at a newline, or at end of input. Every decision depends
+only on the text up to the first non-space character after the candidate boundary, so the
+segments are the same however the text was cut into fragments.
+
+Not boundaries: abbreviations (Dr. Mr. e.g. i.e. ...), "etc."/"U.S."/"a.m." unless the next
+word is capitalised, initials ("J. Smith"), decimals and dotted names (3.14, example.com),
+list numbers ("1. First"), an ellipsis followed by a lower-case word, and a "." followed by a
+lower-case word. To speak sooner, the first segment may end at a comma/semicolon/colon once
+`first_clause_chars` characters precede it; later segments at one past `long_clause_chars`;
+any segment is cut at a space after `max_chars` characters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TERMINATORS = ".!?…"
+CLOSERS = "\"'”’)]}»*_`"
+CLAUSE_MARKS = ",;:"
+
+# Never end a sentence after these (lower-cased, without the final ".").
+NEVER_END = {
+    "dr",
+    "mr",
+    "mrs",
+    "ms",
+    "prof",
+    "st",
+    "mt",
+    "e.g",
+    "i.e",
+    "eg",
+    "ie",
+    "vs",
+    "cf",
+    "fig",
+    "approx",
+    "gen",
+    "sen",
+    "rep",
+    "gov",
+    "capt",
+    "lt",
+    "col",
+    "sgt",
+    "no",
+    "vol",
+    "ch",
+    "pp",
+    "ca",
+}
+# End a sentence after these only when the next word starts with a capital letter or digit.
+MAYBE_END = {"etc", "u.s", "u.k", "u.s.a", "a.m", "p.m", "inc", "ltd", "jr", "sr", "co", "corp", "dept", "est"}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A sentence (or clause) and its [start, end) character offsets in all text received."""
+
+    text: str
+    start: int
+    end: int
+    index: int
+
+
+class SentenceSegmenter:
+    def __init__(self, first_clause_chars: int = 50, long_clause_chars: int = 150, max_chars: int = 300) -> None:
+        self.first_clause_chars = first_clause_chars
+        self.long_clause_chars = long_clause_chars
+        self.max_chars = max_chars
+        self._buf = ""
+        self._base = 0  # offset of _buf[0] in all text received
+        self._scan = 0  # _buf[:_scan] holds no boundary
+        self._index = 0
+        self.total_chars = 0
+
+    def push(self, fragment: str) -> list[Segment]:
+        """Add text; return the segments it completed."""
+        self._buf += fragment
+        self.total_chars += len(fragment)
+        return self._drain(final=False)
+
+    def finish(self) -> list[Segment]:
+        """End of input: return the remaining text as segments."""
+        return self._drain(final=True)
+
+    def _drain(self, final: bool) -> list[Segment]:
+        out: list[Segment] = []
+        while True:
+            self._skip_leading_space()
+            if not self._buf:
+                return out
+            cut = self._find_boundary(final)
+            if cut is None:
+                if final:
+                    cut = (len(self._buf), len(self._buf))
+                else:
+                    return out
+            end, next_start = cut
+            text = self._buf[:end].rstrip()
+            if text:
+                out.append(Segment(text, self._base, self._base + len(text), self._index))
+                self._index += 1
+            self._buf = self._buf[next_start:]
+            self._base += next_start
+            self._scan = 0
+
+    def _skip_leading_space(self) -> None:
+        stripped = self._buf.lstrip()
+        self._base += len(self._buf) - len(stripped)
+        self._buf = stripped
+
+    def _find_boundary(self, final: bool) -> tuple[int, int] | None:
+        """(end of segment, start of the rest) of the first boundary, None if none decided yet."""
+        buf, n = self._buf, len(self._buf)
+        clause_limit = self.first_clause_chars if self._index == 0 else self.long_clause_chars
+        i = self._scan
+        while i < n:
+            c = buf[i]
+            if c == "\n":
+                return i, i + 1
+            if c in TERMINATORS:
+                j = i
+                while j < n and buf[j] in TERMINATORS:
+                    j += 1
+                while j < n and buf[j] in CLOSERS:
+                    j += 1
+                decided = self._after_terminator(i, j, final)
+                if decided is None:
+                    self._scan = i
+                    return None
+                if decided >= 0:
+                    return j, decided
+                i = j
+                continue
+            if c in CLAUSE_MARKS and i >= clause_limit:
+                k = self._next_nonspace(i + 1)
+                if k == i + 1 and i + 1 < n:  # no space after: "1,000", "3:30"
+                    i += 1
+                    continue
+                if k >= n:
+                    if final:
+                        return None
+                    self._scan = i
+                    return None
+                return i + 1, k
+            if i >= self.max_chars and c.isspace() and not buf[i - 1].isspace():
+                if buf[i - 1] not in TERMINATORS + CLOSERS + CLAUSE_MARKS:
+                    return i, i + 1
+            i += 1
+        self._scan = n
+        return None
+
+    def _next_nonspace(self, k: int) -> int:
+        while k < len(self._buf) and self._buf[k].isspace():
+            k += 1
+        return k
+
+    def _after_terminator(self, i: int, j: int, final: bool) -> int | None:
+        """Start of the next segment if buf[i:j] ends a sentence, -1 if it does not, None if undecided."""
+        buf, n = self._buf, len(self._buf)
+        if j >= n:
+            return None if not final else -1  # at end of input the rest is flushed anyway
+        if not buf[j].isspace():
+            return -1  # 3.14, example.com, e.g
+        k = self._next_nonspace(j)
+        if k >= n:
+            return None if not final else -1
+        if "\n" in buf[j:k]:
+            return k
+        run = buf[i:j].rstrip(CLOSERS)
+        nxt = buf[k]
+        upper_next = nxt.isupper() or nxt.isdigit() or nxt in "\"'“‘([*#"
+        if run in ("!", "?") or (len(run) > 1 and not set(run) <= {"."} and "…" not in run):
+            return k  # !, ?, ?!, !!
+        if run in ("...", "…") or len(run) > 1:  # ellipsis: ends only before a capital
+            return k if upper_next else -1
+        # a single "."
+        w = i
+        while w > 0 and not buf[w - 1].isspace() and buf[w - 1] not in "\"'“‘([":
+            w -= 1
+        word = buf[w:i]
+        lower = word.lower()
+        if lower in NEVER_END:
+            return -1
+        if lower in MAYBE_END:
+            return k if upper_next else -1
+        if len(word) == 1 and word.isalpha() and word.isupper():
+            return -1  # initial: "J. Smith"
+        if word.isdigit() and len(word) <= 3 and buf[:w].strip() == "":
+            return -1  # list number at the start of a segment: "1. First"
+        if not upper_next:
+            return -1  # ". and" — probably an abbreviation we don't know
+        return k
+
+
+def split_sentences(text: str, **kwargs: int) -> list[Segment]:
+    """All segments of a complete text."""
+    seg = SentenceSegmenter(**kwargs)
+    return seg.push(text) + seg.finish()
