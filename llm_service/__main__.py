@@ -1,0 +1,132 @@
+"""llm-service: streaming chat completions with server-kept sessions (python -m llm_service)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+
+from llm_service.engine import Backend, EngineConfig, LanguageEngine, LlamaCppEngine, Sampling
+from llm_service.models import DEFAULT_PRESET, PRESETS, resolve_model
+from llm_service.servicer import LanguageModelServicer, ServiceConfig
+from llm_service.validation import Limits
+from service_runtime import EngineSlot, ServiceSpec, env_default, run_service_cli
+from voice.llm.v1 import llm_pb2, llm_pb2_grpc
+
+log = logging.getLogger("llm-service")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly voice assistant. Your replies are spoken aloud, so answer in one to three "
+    "short, plain sentences. Never use markdown, lists, headings, code, emoji or special symbols. "
+    "Write numbers and units the way people say them. If you are unsure, say so briefly."
+)
+# Measured on the 2-core CI box with a competing CPU load (see README): 2 threads.
+DEFAULT_THREADS = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=[b.value for b in Backend],
+        default=env_default("LLM_BACKEND", Backend.LLAMA_CPP.value),
+        help="inference backend (env LLM_BACKEND)",
+    )
+    parser.add_argument(
+        "--model",
+        default=env_default("LLM_MODEL", DEFAULT_PRESET),
+        help=f"preset ({', '.join(PRESETS)}) or a GGUF path (env LLM_MODEL)",
+    )
+    parser.add_argument(
+        "--n-ctx", type=int, default=env_default("LLM_N_CTX", 32768), help="context window, clamped to the model's"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=env_default("LLM_THREADS", DEFAULT_THREADS), help="CPU threads (env LLM_THREADS)"
+    )
+    parser.add_argument(
+        "--system-prompt",
+        default=env_default("LLM_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
+        help="system prompt added when a conversation has none (env LLM_SYSTEM_PROMPT)",
+    )
+    parser.add_argument("--max-tokens-limit", type=int, default=env_default("LLM_MAX_TOKENS_LIMIT", 512))
+    parser.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=env_default("LLM_DEFAULT_MAX_TOKENS", 200),
+        help="max_tokens=0 means this",
+    )
+    parser.add_argument("--temperature", type=float, default=env_default("LLM_TEMPERATURE", 0.7))
+    parser.add_argument("--max-queue", type=int, default=env_default("LLM_MAX_QUEUE", 4), help="waiting Generate calls")
+    parser.add_argument("--max-sessions", type=int, default=env_default("LLM_MAX_SESSIONS", 32))
+    parser.add_argument("--session-ttl-s", type=float, default=env_default("LLM_SESSION_TTL_S", 900.0))
+
+
+def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
+    slot: EngineSlot[LanguageEngine] = EngineSlot("llm-service")
+    config = ServiceConfig(
+        system_prompt=args.system_prompt,
+        limits=Limits(default_max_tokens=args.default_max_tokens, max_tokens_limit=args.max_tokens_limit),
+        sampling=Sampling(temperature=args.temperature),
+        session_ttl_s=args.session_ttl_s,
+        max_sessions=args.max_sessions,
+        max_queue=args.max_queue,
+    )
+    servicer = LanguageModelServicer(slot, config)
+    llm_pb2_grpc.add_LanguageModelServicer_to_server(servicer, server)
+
+    def load() -> Mapping[str, Any]:
+        name, path = resolve_model(args.model)
+        log.info(
+            "loading backend=%s model=%s path=%s n_ctx=%d threads=%d system_prompt_chars=%d",
+            args.backend, name, path, args.n_ctx, args.threads, len(args.system_prompt),
+        )  # fmt: skip
+        engine = LlamaCppEngine(
+            EngineConfig(
+                model_name=name,
+                model_path=path,
+                n_ctx=args.n_ctx,
+                threads=args.threads,
+                system_prompt=args.system_prompt,
+                max_saved_states=args.max_sessions,
+            )
+        )
+        warm_s = servicer.worker.run_sync(engine.warm_up)
+        slot.set(engine)
+        clamp = (
+            f" (asked {engine.n_ctx_requested}, n_ctx_train {engine.n_ctx_train})"
+            if engine.n_ctx_requested != engine.n_ctx
+            else ""
+        )
+        return {
+            "backend": args.backend,
+            "model": name,
+            "path": path,
+            "n_ctx": f"{engine.n_ctx}{clamp}".replace(" ", "_"),
+            "threads": args.threads,
+            "system_prompt_chars": len(args.system_prompt),
+            "model_load_s": f"{engine.load_s:.2f}",
+            "warmup_s": f"{warm_s:.2f}",
+        }
+
+    return load
+
+
+SPEC = ServiceSpec(
+    name="llm-service",
+    env_prefix="LLM",
+    default_port=50052,
+    grpc_service_names=[llm_pb2.DESCRIPTOR.services_by_name["LanguageModel"].full_name],
+    add_arguments=add_arguments,
+    create=create,
+    description="Streaming LLM with server-kept conversation sessions (llama.cpp, GGUF chat templates)",
+)
+
+
+def main() -> None:
+    run_service_cli(SPEC)
+
+
+if __name__ == "__main__":
+    main()

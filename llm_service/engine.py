@@ -1,0 +1,389 @@
+"""Language engines (no gRPC here): the llama-cpp-python backend and the shared data types.
+
+One `LlamaCppEngine` owns one `llama_cpp.Llama`. It is NOT thread-safe for generation: the
+service drives it from a single worker thread (see `worker.py`). Prompt caching:
+
+* The context currently holds the tokens of one conversation (the "live" cache key).
+  `Llama.generate` reuses the longest common token prefix with the new prompt, so turn N of
+  a session only reads the tokens added since turn N-1.
+* When another session (cache key) needs the model, the live session's KV cells are saved
+  (`llama_state_seq_get_data`, ~1 ms and ~12 KB/token for Qwen 0.5B) and the other
+  session's saved state (or the cached system-prompt prefix) is restored.
+* The default system prompt is evaluated once at load time and its KV state kept, so turn 1
+  of a new session only reads the user's tokens.
+* `drop_reply(key)` / `forget(key)` are lazy (recorded under a lock, applied by the worker
+  before its next generation), so they can be called from any thread.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("llm-service")
+
+ROLES = ("system", "user", "assistant")
+
+
+class Backend(str, Enum):
+    # llama.cpp through llama-cpp-python: CPU on Linux, Metal on Apple Silicon (same backend).
+    LLAMA_CPP = "llama-cpp"
+
+
+class FinishReason(str, Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    seed: int | None = None
+
+
+@dataclass
+class GenerationResult:
+    finish_reason: FinishReason
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    completion_tokens: int
+    text: str
+    # perf_counter() timestamps: first token produced, generation ended.
+    first_token_at: float | None = None
+    ended_at: float = 0.0
+
+
+class LanguageEngine(Protocol):
+    backend: Backend
+    model_name: str
+    model_path: str
+    n_ctx: int
+
+    def count_tokens(self, messages: Sequence[Message]) -> int: ...
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        sampling: Sampling,
+        cache_key: str | None,
+        on_delta: Callable[[str], None],
+        should_stop: Callable[[], bool],
+    ) -> GenerationResult: ...
+
+    def drop_reply(self, cache_key: str) -> None: ...
+
+    def forget(self, cache_key: str) -> None: ...
+
+
+@dataclass
+class _SavedState:
+    tokens: list[int]
+    data: bytes
+    valid: int  # tokens of `tokens` whose KV may be reused (trimmed by drop_reply)
+
+
+@dataclass
+class EngineConfig:
+    model_name: str
+    model_path: Path
+    n_ctx: int = 32768
+    threads: int = 2
+    n_batch: int = 512
+    system_prompt: str = ""
+    max_saved_states: int = 32
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_context_length(path: Path) -> int:
+    """The model's trained context (n_ctx_train) from the GGUF metadata, 0 if unknown."""
+    from llama_cpp import Llama
+
+    vocab = Llama(str(path), vocab_only=True, verbose=False)
+    try:
+        meta = vocab.metadata
+        arch = meta.get("general.architecture", "")
+        return int(meta.get(f"{arch}.context_length", 0))
+    finally:
+        vocab.close()
+
+
+class LlamaCppEngine:
+    backend = Backend.LLAMA_CPP
+
+    def __init__(self, config: EngineConfig) -> None:
+        import llama_cpp
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._lc = llama_cpp
+        self.model_name = config.model_name
+        self.model_path = str(config.model_path)
+        self.system_prompt = config.system_prompt
+        trained = read_context_length(config.model_path)
+        n_ctx = config.n_ctx
+        if trained and n_ctx > trained:
+            log.info("n_ctx %d clamped to the model's trained context n_ctx_train=%d", n_ctx, trained)
+            n_ctx = trained
+        self.n_ctx_requested = config.n_ctx
+        self.n_ctx_train = trained
+        self.threads = config.threads
+        started = time.perf_counter()
+        self._llm = Llama(
+            str(config.model_path),
+            n_ctx=n_ctx,
+            n_batch=min(config.n_batch, n_ctx),
+            n_threads=config.threads,
+            n_threads_batch=config.threads,
+            verbose=False,
+        )
+        self.load_s = time.perf_counter() - started
+        self.n_ctx = self._llm.n_ctx()
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise RuntimeError(f"{config.model_path} has no tokenizer.chat_template in its GGUF metadata")
+        model = self._llm._model
+        eos, bos = self._llm.token_eos(), self._llm.token_bos()
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "",
+            add_generation_prompt=True,
+        )
+        self._vocab = model.vocab
+        self._lock = threading.Lock()  # guards the pending invalidations below
+        self._pending_forget: set[str] = set()
+        self._pending_drop: set[str] = set()
+        self._live_key: str | None = None
+        self._last_prompt_len: dict[str, int] = {}
+        self._saved: OrderedDict[str, _SavedState] = OrderedDict()
+        self._max_saved = config.max_saved_states
+        self._system_state: _SavedState | None = None
+        self.state_save_ms: list[float] = []
+        self.state_load_ms: list[float] = []
+
+    # ---- prompt building -------------------------------------------------------------
+    def render(self, messages: Sequence[Message]) -> str:
+        chat: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+        response = self._formatter(messages=chat)
+        return str(response.prompt)
+
+    def tokenize_messages(self, messages: Sequence[Message]) -> list[int]:
+        prompt = self.render(messages)
+        # The GGUF templates write their own BOS/special tokens: do not add another BOS.
+        return list(self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self.tokenize_messages(messages))
+
+    # ---- KV state handling (worker thread only) -----------------------------------------
+    def _save_live(self) -> _SavedState:
+        started = time.perf_counter()
+        ctx = self._llm._ctx.ctx
+        size = self._lc.llama_state_seq_get_size(ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        written = self._lc.llama_state_seq_get_data(ctx, buf, size, 0)
+        n = self._llm.n_tokens
+        state = _SavedState(tokens=list(self._llm.input_ids[:n]), data=bytes(buf)[:written], valid=n)
+        self.state_save_ms.append((time.perf_counter() - started) * 1000)
+        return state
+
+    def _load(self, state: _SavedState) -> None:
+        started = time.perf_counter()
+        ctx = self._llm._ctx.ctx
+        self._lc.llama_memory_clear(self._lc.llama_get_memory(ctx), True)
+        buf = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+        if self._lc.llama_state_seq_set_data(ctx, buf, len(state.data), 0) != len(state.data):
+            self._llm.reset()
+            self._lc.llama_memory_clear(self._lc.llama_get_memory(ctx), True)
+            log.warning("could not restore a saved KV state; re-reading the prompt")
+            return
+        n = state.valid
+        self._llm.input_ids[:n] = state.tokens[:n]
+        self._llm.n_tokens = n
+        self._llm._ctx.kv_cache_seq_rm(-1, n, -1)
+        self._llm._requires_eval = True
+        self.state_load_ms.append((time.perf_counter() - started) * 1000)
+
+    def _live_tokens(self) -> list[int]:
+        return list(self._llm.input_ids[: self._llm.n_tokens])
+
+    @staticmethod
+    def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+        n = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            n += 1
+        return n
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            forget, drop = self._pending_forget, self._pending_drop
+            self._pending_forget, self._pending_drop = set(), set()
+        for key in forget:
+            self._saved.pop(key, None)
+            self._last_prompt_len.pop(key, None)
+            if self._live_key == key:
+                self._live_key = None
+        for key in drop:
+            keep = self._last_prompt_len.get(key)
+            if keep is None:
+                continue
+            if self._live_key == key and self._llm.n_tokens > keep:
+                self._llm.n_tokens = keep
+                self._llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+                self._llm._requires_eval = True
+            elif key in self._saved:
+                self._saved[key].valid = min(self._saved[key].valid, keep)
+
+    def _switch_to(self, cache_key: str | None, tokens: list[int]) -> None:
+        """Make the context hold the state sharing the longest prefix with `tokens`."""
+        if self._live_key == cache_key and cache_key is not None:
+            return
+        if self._live_key is not None and self._llm.n_tokens > 0:
+            self._saved[self._live_key] = self._save_live()
+            self._saved.move_to_end(self._live_key)
+            while len(self._saved) > self._max_saved:
+                self._saved.popitem(last=False)
+        best_len = self._common_prefix(self._live_tokens(), tokens)
+        best: _SavedState | None = None
+        candidates = [self._saved.get(cache_key) if cache_key else None, self._system_state]
+        for state in candidates:
+            if state is None:
+                continue
+            length = self._common_prefix(state.tokens[: state.valid], tokens)
+            if length > best_len:
+                best, best_len = state, length
+        if best is not None:
+            self._load(best)
+        if cache_key is not None:
+            self._saved.pop(cache_key, None)  # now live; saved again when someone else needs the model
+        self._live_key = cache_key
+
+    def warm_up(self) -> float:
+        """Evaluate the system-prompt prefix once, keep its KV state, run one short completion."""
+        started = time.perf_counter()
+        if self.system_prompt:
+            prefix = self._system_prefix_tokens()
+            if prefix:
+                self._llm.reset()
+                self._llm.eval(prefix)
+                self._system_state = self._save_live()
+        result = self.generate(
+            [Message("system", self.system_prompt), Message("user", "Hello!")]
+            if self.system_prompt
+            else [Message("user", "Hello!")],
+            max_tokens=4,
+            sampling=Sampling(temperature=0.0),
+            cache_key=None,
+            on_delta=lambda _text: None,
+            should_stop=lambda: False,
+        )
+        log.debug("warm-up reply %r", result.text)
+        return time.perf_counter() - started
+
+    def _system_prefix_tokens(self) -> list[int]:
+        """Tokens the rendered prompt starts with for the default system prompt (any user turn)."""
+        a = self.tokenize_messages([Message("system", self.system_prompt), Message("user", "a")])
+        b = self.tokenize_messages([Message("system", self.system_prompt), Message("user", "b")])
+        n = self._common_prefix(a, b)
+        return a[:n]
+
+    # ---- generation (worker thread only) --------------------------------------------------
+    def generate(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        sampling: Sampling,
+        cache_key: str | None,
+        on_delta: Callable[[str], None],
+        should_stop: Callable[[], bool],
+    ) -> GenerationResult:
+        self._apply_pending()
+        tokens = self.tokenize_messages(messages)
+        self._switch_to(cache_key, tokens)
+        # Llama.generate reuses this prefix and always re-reads at least the last token.
+        cached = min(self._common_prefix(self._live_tokens(), tokens), len(tokens) - 1)
+        if cache_key is not None:
+            self._last_prompt_len[cache_key] = len(tokens)
+        self._llm.set_seed(sampling.seed if sampling.seed is not None else random.randrange(2**31))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        parts: list[str] = []
+        completion = 0
+        finish = FinishReason.LENGTH
+        first_at: float | None = None
+        room = self.n_ctx - len(tokens)
+        limit = max(0, min(max_tokens, room))
+        if limit == 0:
+            return GenerationResult(finish, len(tokens), cached, 0, "", None, time.perf_counter())
+        if should_stop():
+            return GenerationResult(FinishReason.CANCELLED, len(tokens), 0, 0, "", None, time.perf_counter())
+        stream = self._llm.generate(
+            tokens,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=0.05,
+            temp=sampling.temperature,
+            repeat_penalty=sampling.repeat_penalty,
+            reset=True,
+        )
+        try:
+            for token in stream:
+                if first_at is None:
+                    first_at = time.perf_counter()
+                if self._lc.llama_vocab_is_eog(self._vocab, token):
+                    finish = FinishReason.STOP
+                    break
+                completion += 1
+                text = decoder.decode(self._llm.detokenize([token]))
+                if text:
+                    parts.append(text)
+                    on_delta(text)
+                if should_stop():
+                    finish = FinishReason.CANCELLED
+                    break
+                if completion >= limit:
+                    finish = FinishReason.LENGTH
+                    break
+        finally:
+            stream.close()
+        tail = decoder.decode(b"", final=True)
+        if tail and finish != FinishReason.CANCELLED:
+            parts.append(tail)
+            on_delta(tail)
+        return GenerationResult(finish, len(tokens), cached, completion, "".join(parts), first_at, time.perf_counter())
+
+    # ---- invalidation (any thread) ----------------------------------------------------------
+    def drop_reply(self, cache_key: str) -> None:
+        """The session's last reply was not (fully) heard: do not keep its tokens' KV."""
+        with self._lock:
+            self._pending_drop.add(cache_key)
+
+    def forget(self, cache_key: str) -> None:
+        with self._lock:
+            self._pending_forget.add(cache_key)
+            self._pending_drop.discard(cache_key)
+
+    def close(self) -> None:
+        self._llm.close()

@@ -1,0 +1,88 @@
+"""FakeLanguageEngine: a deterministic stand-in for fast tests of sessions, queueing and errors.
+
+It "tokenizes" by whitespace (plus 4 tokens per message), replies with a fixed sentence that
+echoes the last user message, and can be held between tokens with `gate` to test
+cancellation and queue limits without sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from llm_service.engine import Backend, FinishReason, GenerationResult, Message, Sampling
+
+
+class FakeLanguageEngine:
+    backend = Backend.LLAMA_CPP
+    model_name = "fake"
+    model_path = "<fake>"
+
+    def __init__(self, n_ctx: int = 4096, reply: str | None = None) -> None:
+        self.n_ctx = n_ctx
+        self.reply = reply
+        # Cleared: generation blocks before each token until set (tests release it).
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()  # set when a generation starts producing tokens
+        self.calls: list[list[Message]] = []
+        self.forgotten: list[str] = []
+        self.dropped_replies: list[str] = []
+        self._cache: dict[str | None, list[str]] = {}
+
+    @staticmethod
+    def _words(messages: Sequence[Message]) -> list[str]:
+        words: list[str] = []
+        for m in messages:
+            words += [f"<{m.role}>", *m.content.split(), "</>", "\n"]
+        return words
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self._words(messages))
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        sampling: Sampling,
+        cache_key: str | None,
+        on_delta: Callable[[str], None],
+        should_stop: Callable[[], bool],
+    ) -> GenerationResult:
+        self.calls.append(list(messages))
+        prompt = self._words(messages)
+        previous = self._cache.get(cache_key, [])
+        cached = 0
+        for a, b in zip(previous, prompt, strict=False):
+            if a != b:
+                break
+            cached += 1
+        last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        reply = self.reply if self.reply is not None else f"You said: {last_user}"
+        words = reply.split(" ")
+        out: list[str] = []
+        first_at: float | None = None
+        finish = FinishReason.STOP
+        self.started.set()
+        for i, word in enumerate(words):
+            self.gate.wait()
+            if should_stop():
+                finish = FinishReason.CANCELLED
+                break
+            if len(out) >= max_tokens:
+                finish = FinishReason.LENGTH
+                break
+            piece = word if i == 0 else " " + word
+            first_at = first_at or time.perf_counter()
+            out.append(piece)
+            on_delta(piece)
+        self._cache[cache_key] = prompt + "".join(out).split()
+        return GenerationResult(finish, len(prompt), cached, len(out), "".join(out), first_at, time.perf_counter())
+
+    def drop_reply(self, cache_key: str) -> None:
+        self.dropped_replies.append(cache_key)
+
+    def forget(self, cache_key: str) -> None:
+        self.forgotten.append(cache_key)
+        self._cache.pop(cache_key, None)

@@ -1,0 +1,328 @@
+"""gRPC servicer for voice.llm.v1.LanguageModel: validate, queue on the model worker, stream.
+
+Turn bookkeeping (documented behaviour):
+* A finished turn stores the new messages and the whole reply in the session.
+* A turn cancelled while generating stores the new messages and an EMPTY assistant reply
+  (the "interrupted" marker): the partial text is not kept as if complete. The client then
+  records what the user actually heard with RecordHeardReply, which replaces that marker.
+* A turn cancelled while still queued stores nothing (the model never saw it).
+* RecordHeardReply with empty heard_text stores an empty assistant reply (heard nothing).
+* History that no longer fits n_ctx - max_tokens loses its oldest turns (system prompt kept);
+  the count is reported in GenerationSummary.dropped_messages.
+* Sessions: created on first use, expire after --session-ttl-s idle; beyond --max-sessions the
+  least recently used idle session is evicted (RESOURCE_EXHAUSTED only if all are busy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from llm_service.engine import FinishReason, GenerationResult, LanguageEngine, Message, Sampling
+from llm_service.sessions import PromptTooLongError, Session, SessionLimitError, SessionStore, fit_history
+from llm_service.validation import (
+    Limits,
+    RequestError,
+    validate_max_tokens,
+    validate_messages,
+    validate_sampling,
+    validate_session_id,
+)
+from llm_service.worker import Job, ModelWorker, QueueFullError
+from service_runtime.engine_slot import EngineSlot
+from service_runtime.telemetry import server_span
+from voice.llm.v1 import llm_pb2, llm_pb2_grpc
+
+log = logging.getLogger("llm-service")
+
+_FINISH = {
+    FinishReason.STOP: llm_pb2.STOP,
+    FinishReason.LENGTH: llm_pb2.LENGTH,
+    FinishReason.CANCELLED: llm_pb2.FINISH_REASON_UNSPECIFIED,
+}
+# How long RecordHeardReply waits for the session's in-flight turn (e.g. one being cancelled).
+SETTLE_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Delta:
+    text: str
+
+
+@dataclass
+class _Final:
+    result: GenerationResult
+    dropped: int
+
+
+@dataclass
+class _Failure:
+    code: grpc.StatusCode
+    message: str
+
+
+@dataclass
+class ServiceConfig:
+    system_prompt: str
+    limits: Limits
+    sampling: Sampling
+    session_ttl_s: float = 900.0
+    max_sessions: int = 32
+    max_queue: int = 4
+
+
+class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
+    def __init__(self, slot: EngineSlot[LanguageEngine], config: ServiceConfig) -> None:
+        self._slot = slot
+        self.config = config
+        self.worker = ModelWorker(config.max_queue)
+        self.sessions = SessionStore(config.session_ttl_s, config.max_sessions, on_evict=self._forget)
+
+    def _forget(self, session_id: str) -> None:
+        engine = self._slot.engine
+        if engine is not None:
+            engine.forget(session_id)
+
+    # ---- Generate ------------------------------------------------------------------------
+    async def Generate(
+        self, request: llm_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        arrived = time.perf_counter()
+        engine = await self._slot.get(context)
+        session_id = request.session_id
+        with server_span("llm.generate", context, session_id=session_id or None) as span:
+            try:
+                validate_session_id(session_id)
+                session = self.sessions.get(session_id) if session_id else None
+                has_history = session is not None and len(session.messages) > 1
+                messages = validate_messages(request.messages, has_history)
+                max_tokens = validate_max_tokens(request.max_tokens, self.config.limits)
+                sampling = validate_sampling(
+                    request.sampling if request.HasField("sampling") else None, self.config.sampling
+                )
+                if session_id:
+                    session, _ = self.sessions.get_or_create(session_id, self.config.system_prompt)
+            except RequestError as error:
+                await context.abort(getattr(grpc.StatusCode, error.code), str(error))
+            except SessionLimitError as error:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+
+            loop = asyncio.get_running_loop()
+            items: asyncio.Queue[_Delta | _Final | _Failure] = asyncio.Queue()
+            done = loop.create_future()
+
+            def emit(item: _Delta | _Final | _Failure) -> None:
+                try:
+                    loop.call_soon_threadsafe(items.put_nowait, item)
+                except RuntimeError:  # loop closed (shutdown)
+                    pass
+
+            def on_done() -> None:
+                def settle() -> None:
+                    if not done.done():
+                        done.set_result(None)
+                    if session is not None and done in session.pending:
+                        session.pending.remove(done)
+
+                try:
+                    loop.call_soon_threadsafe(settle)
+                except RuntimeError:
+                    pass
+
+            job = Job(
+                lambda j: self._run(j, engine, session, messages, max_tokens, sampling, emit),
+                on_done=on_done,
+            )
+            job.submitted_at = arrived
+            try:
+                self.worker.submit(job)
+            except QueueFullError as error:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            if session is not None:
+                session.pending.append(done)
+
+            first_delta_at: float | None = None
+            try:
+                while True:
+                    item = await items.get()
+                    if isinstance(item, _Delta):
+                        if first_delta_at is None:
+                            first_delta_at = time.perf_counter()
+                            span.add_event("first_token")
+                        yield llm_pb2.GenerateResponse(text=item.text)
+                    elif isinstance(item, _Failure):
+                        await context.abort(item.code, item.message)
+                    else:
+                        summary = self._summary(item, job, arrived, first_delta_at)
+                        self._annotate(span, summary, session_id, item.result.finish_reason)
+                        yield llm_pb2.GenerateResponse(final=summary)
+                        return
+            except asyncio.CancelledError:
+                span.add_event("cancelled")
+                self.worker.cancel(job)
+                raise
+            finally:
+                if not job.finished.is_set():
+                    self.worker.cancel(job)
+
+    def _run(
+        self,
+        job: Job,
+        engine: LanguageEngine,
+        session: Session | None,
+        new: list[Message],
+        max_tokens: int,
+        sampling: Sampling,
+        emit: Callable[[Any], None],
+    ) -> None:
+        """Runs on the worker thread: fit history, generate, commit the turn."""
+        if job.cancelled.is_set():
+            return
+        default_system = Message("system", self.config.system_prompt)
+        if session is not None:
+            with self.sessions.lock:
+                system = session.messages[0]
+                history = list(session.messages[1:])
+            if new and new[0].role == "system":
+                system, new = new[0], new[1:]
+        else:
+            system = default_system
+            if new[0].role == "system":
+                system, new = new[0], new[1:]
+            # The trailing messages after the last assistant reply are this turn; the rest is history.
+            last_reply = max((i for i, m in enumerate(new) if m.role == "assistant"), default=-1)
+            history, new = new[: last_reply + 1], new[last_reply + 1 :]
+        try:
+            kept, dropped, _ = fit_history([system], history, new, engine.count_tokens, engine.n_ctx, max_tokens)
+        except PromptTooLongError as error:
+            emit(_Failure(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+            return
+        try:
+            result = engine.generate(
+                [system, *kept, *new],
+                max_tokens,
+                sampling,
+                session.id if session is not None else None,
+                lambda text: emit(_Delta(text)),
+                job.cancelled.is_set,
+            )
+        except Exception as error:
+            log.exception("generation failed")
+            emit(_Failure(grpc.StatusCode.INTERNAL, f"generation failed: {error}"))
+            return
+        if session is not None:
+            reply = "" if result.finish_reason == FinishReason.CANCELLED else result.text
+            with self.sessions.lock:
+                session.messages = [system, *kept, *new, Message("assistant", reply)]
+        emit(_Final(result, dropped))
+
+    @staticmethod
+    def _summary(item: _Final, job: Job, arrived: float, first_delta_at: float | None) -> llm_pb2.GenerationSummary:
+        r = item.result
+        first = first_delta_at or r.first_token_at
+        ttft_ms = (first - arrived) * 1000 if first else 0.0
+        tps = 0.0
+        if r.first_token_at is not None and r.completion_tokens > 1 and r.ended_at > r.first_token_at:
+            tps = (r.completion_tokens - 1) / (r.ended_at - r.first_token_at)
+        return llm_pb2.GenerationSummary(
+            finish_reason=_FINISH[r.finish_reason],
+            prompt_tokens=r.prompt_tokens,
+            cached_prompt_tokens=r.cached_prompt_tokens,
+            completion_tokens=r.completion_tokens,
+            time_to_first_token_ms=ttft_ms,
+            tokens_per_second=tps,
+            queue_wait_ms=job.queue_wait_s * 1000,
+            dropped_messages=item.dropped,
+            text=r.text,
+        )
+
+    @staticmethod
+    def _annotate(span: Any, s: llm_pb2.GenerationSummary, session_id: str, finish: FinishReason) -> None:
+        for key, value in {
+            "queue_wait_ms": s.queue_wait_ms,
+            "prompt_tokens": s.prompt_tokens,
+            "cached_prompt_tokens": s.cached_prompt_tokens,
+            "completion_tokens": s.completion_tokens,
+            "ttft_ms": s.time_to_first_token_ms,
+            "tokens_per_second": s.tokens_per_second,
+            "session_id": session_id,
+            "dropped_messages": s.dropped_messages,
+            "finish_reason": finish.value,
+        }.items():
+            span.set_attribute(key, value)
+
+    # ---- sessions ----------------------------------------------------------------------------
+    async def _known_session(self, session_id: str, context: grpc.aio.ServicerContext) -> Session:
+        try:
+            validate_session_id(session_id, required=True)
+        except RequestError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        session = self.sessions.get(session_id)
+        if session is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"session {session_id!r} is unknown (never used, reset or expired)"
+            )
+        assert session is not None
+        return session
+
+    async def ResetSession(
+        self, request: llm_pb2.ResetSessionRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.ResetSessionResponse:
+        await self._known_session(request.session_id, context)
+        dropped = self.sessions.reset(request.session_id)
+        if dropped is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"session {request.session_id!r} is unknown")
+        return llm_pb2.ResetSessionResponse(dropped_messages=dropped or 0)
+
+    async def RecordHeardReply(
+        self, request: llm_pb2.RecordHeardReplyRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.RecordHeardReplyResponse:
+        session = await self._known_session(request.session_id, context)
+        if session.pending:  # let an in-flight (e.g. just cancelled) turn commit first
+            await asyncio.wait(list(session.pending), timeout=SETTLE_TIMEOUT_S)
+        with self.sessions.lock:
+            last = session.messages[-1] if len(session.messages) > 1 else None
+            if last is None or last.role != "assistant":
+                role = last.role if last else "none"
+                failed = f"the last message of session {request.session_id!r} is {role!r}, not an assistant reply"
+            else:
+                failed = ""
+                session.messages[-1] = Message("assistant", request.heard_text)
+        if failed:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, failed)
+        if last is not None and last.content != request.heard_text:
+            engine = self._slot.engine
+            if engine is not None:
+                engine.drop_reply(request.session_id)
+        return llm_pb2.RecordHeardReplyResponse(stored_text=request.heard_text)
+
+    async def GetSession(
+        self, request: llm_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.GetSessionResponse:
+        engine = await self._slot.get(context)
+        session = await self._known_session(request.session_id, context)
+        with self.sessions.lock:
+            messages = list(session.messages)
+        tokens = await asyncio.to_thread(engine.count_tokens, messages)
+        return llm_pb2.GetSessionResponse(
+            messages=[llm_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
+            history_tokens=tokens,
+            context_tokens=engine.n_ctx,
+        )
+
+    async def GetStats(
+        self, request: llm_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.GetStatsResponse:
+        return llm_pb2.GetStatsResponse(
+            live_sessions=len(self.sessions),
+            max_sessions=self.sessions.max_sessions,
+            active_generations=self.worker.active,
+            queued_generations=self.worker.queued,
+            max_queued=self.worker.max_queue,
+        )
