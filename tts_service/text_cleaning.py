@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tts_service import numbers
 
@@ -248,7 +248,7 @@ def _plain_number(m: re.Match[str]) -> str:
 Rule = tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]
 
 
-def _rules(pairs: list[tuple[str, str | Callable[[re.Match[str]], str]]], flags: int = 0) -> list[Rule]:
+def _rules(pairs: Sequence[tuple[str, str | Callable[[re.Match[str]], str]]], flags: int = 0) -> list[Rule]:
     return [(re.compile(p, flags), r) for p, r in pairs]
 
 

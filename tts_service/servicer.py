@@ -1,0 +1,270 @@
+"""gRPC servicer for voice.tts.v1.TextToSpeech: validate, segment, queue on the voice, stream PCM.
+
+Pipeline per stream: segments (from the whole text, or from fragments as they arrive) →
+producer task (one sentence at a time on the voice's worker, at most `AUDIO_QUEUE` sentences
+ahead) → the RPC writes chunks, awaiting each write. A slow reader therefore stops synthesis
+instead of growing buffers, and a cancelled stream drops its queued sentences at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from opentelemetry.trace import Span
+
+from service_runtime import EngineSlot, telemetry
+from tts_service.engine import LoadedVoice, SynthesisResult, TtsEngine, TtsError
+from tts_service.segmenter import Segment, SentenceSegmenter
+from voice.tts.v1 import tts_pb2, tts_pb2_grpc
+
+log = logging.getLogger("tts-service")
+
+AUDIO_QUEUE = 2  # synthesized sentences waiting for the RPC to write them
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_streams: int = 4
+    max_text_chars: int = 5000
+    chunk_ms: int = 1000
+    first_clause_chars: int = 50
+    long_clause_chars: int = 150
+    max_segment_chars: int = 300
+
+
+# Items flowing from text intake to the producer: a completed segment with the moment it
+# became complete, an error to report, or None for end of input.
+_SegItem = tuple[Segment, float] | TtsError | None
+
+
+class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
+    def __init__(self, slot: EngineSlot[TtsEngine], limits: Limits) -> None:
+        self.slot = slot
+        self.limits = limits
+        self.active = 0
+        self.total = 0
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _segmenter(self) -> SentenceSegmenter:
+        return SentenceSegmenter(
+            self.limits.first_clause_chars, self.limits.long_clause_chars, self.limits.max_segment_chars
+        )
+
+    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        if self.active >= self.limits.max_streams:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many synthesis streams: {self.active} active, limit --max-streams={self.limits.max_streams}; "
+                "retry later",
+            )
+        self.active += 1
+        self.total += 1
+
+    def _too_long(self, chars: int) -> TtsError:
+        return TtsError(f"text is {chars} characters; the limit is --max-text-chars={self.limits.max_text_chars}")
+
+    async def _stream_audio(
+        self,
+        voice: LoadedVoice,
+        rate: int,
+        segments: asyncio.Queue[_SegItem],
+        span: Span,
+        t_start: list[float],
+    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        """Synthesize queued segments in order, yield their audio in chunks.
+
+        `t_start[0]` is when the request's clock starts (request / first text), for ttfa_ms.
+        """
+        audio_q: asyncio.Queue[tuple[Segment, SynthesisResult] | TtsError | None] = asyncio.Queue(AUDIO_QUEUE)
+        tracer = telemetry.tracer("voice")
+
+        async def produce() -> None:
+            while True:
+                item = await segments.get()
+                if item is None or isinstance(item, TtsError):
+                    await audio_q.put(item)
+                    return
+                segment, t_complete = item
+                with tracer.start_as_current_span(
+                    "tts.sentence", attributes={"sentence_index": segment.index, "text_chars": len(segment.text)}
+                ) as sspan:
+                    result = await voice.synthesize(segment.text, rate)
+                    sspan.set_attribute("ttfa_ms", round((time.perf_counter() - t_complete) * 1000, 1))
+                    sspan.set_attribute("audio_s", round(result.audio_s, 3))
+                    sspan.set_attribute("spoken_chars", len(result.spoken_text))
+                    if result.audio_s:
+                        sspan.set_attribute("rtf", round(result.synth_s / result.audio_s, 4))
+                await audio_q.put((segment, result))
+
+        producer = asyncio.create_task(produce())
+        sentences = 0
+        audio_s = 0.0
+        first = True
+        try:
+            while True:
+                got = await audio_q.get()
+                if got is None:
+                    break
+                if isinstance(got, TtsError):
+                    raise got
+                segment, result = got
+                sentences += 1
+                if not result.pcm:
+                    continue
+                audio_s += result.audio_s
+                pcm = result.pcm
+                chunk_bytes = max(2, int(result.sample_rate_hz * self.limits.chunk_ms / 1000) * 2)
+                for offset in range(0, len(pcm), chunk_bytes):
+                    if first:
+                        first = False
+                        span.add_event("first_audio")
+                        span.set_attribute("ttfa_ms", round((time.perf_counter() - t_start[0]) * 1000, 1))
+                    yield tts_pb2.SynthesizeResponse(
+                        audio=pcm[offset : offset + chunk_bytes],
+                        sample_rate_hz=result.sample_rate_hz,
+                        text=segment.text,
+                        sentence_index=segment.index,
+                        sentence_end=offset + chunk_bytes >= len(pcm),
+                        text_start_char=segment.start,
+                        text_end_char=segment.end,
+                        spoken_text=result.spoken_text,
+                    )
+        except asyncio.CancelledError:
+            span.add_event("cancelled")
+            raise
+        finally:
+            span.set_attribute("sentences", sentences)
+            span.set_attribute("audio_s", round(audio_s, 3))
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await producer
+
+    # ---- RPCs ----------------------------------------------------------------------------
+
+    async def Synthesize(
+        self, request: tts_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        t_start = [time.perf_counter()]
+        engine = await self.slot.get(context)
+        with telemetry.server_span(
+            "tts.synthesize", context, rpc="Synthesize", text_chars=len(request.text), voice=request.voice
+        ) as span:
+            try:
+                voice = engine.voice(request.voice)
+                engine.check_rate(request.sample_rate_hz)
+                if len(request.text) > self.limits.max_text_chars:
+                    raise self._too_long(len(request.text))
+            except TtsError as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await self._admit(context)
+            try:
+                segmenter = self._segmenter()
+                queue: asyncio.Queue[_SegItem] = asyncio.Queue()
+                now = time.perf_counter()
+                for segment in segmenter.push(request.text) + segmenter.finish():
+                    queue.put_nowait((segment, now))
+                queue.put_nowait(None)
+                async for response in self._stream_audio(voice, request.sample_rate_hz, queue, span, t_start):
+                    yield response
+            finally:
+                self.active -= 1
+
+    async def StreamingSynthesize(
+        self, request_iterator: AsyncIterator[tts_pb2.StreamingSynthesizeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        t_start = [time.perf_counter()]
+        engine = await self.slot.get(context)
+        with telemetry.server_span("tts.synthesize", context, rpc="StreamingSynthesize") as span:
+            requests = request_iterator.__aiter__()
+            first = await anext(requests, None)
+            config = tts_pb2.SynthesisConfig()
+            pending_text: str | None = None
+            if first is not None:
+                if first.WhichOneof("request") == "config":
+                    config = first.config
+                else:
+                    pending_text = first.text
+            try:
+                voice = engine.voice(config.voice)
+                engine.check_rate(config.sample_rate_hz)
+            except TtsError as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            span.set_attribute("voice", voice.info.name)
+            await self._admit(context)
+            queue: asyncio.Queue[_SegItem] = asyncio.Queue()
+            segmenter = self._segmenter()
+            got_text = False
+
+            def feed(text: str) -> None:
+                nonlocal got_text
+                if not got_text:
+                    got_text = True
+                    t_start[0] = time.perf_counter()  # ttfa counts from the first text
+                    span.add_event("first_text")
+                now = time.perf_counter()
+                for segment in segmenter.push(text):
+                    queue.put_nowait((segment, now))
+
+            async def intake() -> None:
+                try:
+                    if pending_text is not None:
+                        feed(pending_text)
+                    async for req in requests:
+                        kind = req.WhichOneof("request")
+                        if kind == "config":
+                            where = "after text" if got_text else "twice"
+                            raise TtsError(f"config sent {where}; send at most one config, as the first message")
+                        if kind == "text":
+                            if segmenter.total_chars + len(req.text) > self.limits.max_text_chars:
+                                raise self._too_long(segmenter.total_chars + len(req.text))
+                            feed(req.text)
+                    now = time.perf_counter()
+                    for segment in segmenter.finish():
+                        queue.put_nowait((segment, now))
+                    span.set_attribute("text_chars", segmenter.total_chars)
+                    queue.put_nowait(None)
+                except TtsError as error:
+                    queue.put_nowait(error)
+
+            reader = asyncio.create_task(intake())
+            try:
+                async for response in self._stream_audio(voice, config.sample_rate_hz, queue, span, t_start):
+                    yield response
+            except TtsError as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            finally:
+                self.active -= 1
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+
+    async def ListVoices(
+        self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext
+    ) -> tts_pb2.ListVoicesResponse:
+        engine = await self.slot.get(context)
+        return tts_pb2.ListVoicesResponse(
+            voices=[
+                tts_pb2.Voice(
+                    name=v.info.name,
+                    language=v.info.language,
+                    sample_rate_hz=v.info.sample_rate_hz,
+                    backend=v.info.backend.value,
+                    is_default=v is engine.default,
+                )
+                for v in engine.voices.values()
+            ]
+        )
+
+    async def GetStats(
+        self, request: tts_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> tts_pb2.GetStatsResponse:
+        return tts_pb2.GetStatsResponse(
+            active_streams=self.active, max_streams=self.limits.max_streams, total_streams=self.total
+        )
