@@ -15,20 +15,22 @@ AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 LINEAR16: AudioEncoding
 
 class RecognitionConfig(_message.Message):
-    __slots__ = ("sample_rate_hz", "encoding", "language", "interim_results", "endpoint_silence_ms", "candidate_silence_ms")
+    __slots__ = ("sample_rate_hz", "encoding", "language", "interim_results", "endpoint_silence_ms", "candidate_silence_ms", "min_endpoint_silence_ms")
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     INTERIM_RESULTS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    MIN_ENDPOINT_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     sample_rate_hz: int
     encoding: AudioEncoding
     language: str
     interim_results: bool
     endpoint_silence_ms: int
     candidate_silence_ms: int
-    def __init__(self, sample_rate_hz: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., language: _Optional[str] = ..., interim_results: _Optional[bool] = ..., endpoint_silence_ms: _Optional[int] = ..., candidate_silence_ms: _Optional[int] = ...) -> None: ...
+    min_endpoint_silence_ms: int
+    def __init__(self, sample_rate_hz: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., language: _Optional[str] = ..., interim_results: _Optional[bool] = ..., endpoint_silence_ms: _Optional[int] = ..., candidate_silence_ms: _Optional[int] = ..., min_endpoint_silence_ms: _Optional[int] = ...) -> None: ...
 
 class StreamingRecognizeRequest(_message.Message):
     __slots__ = ("config", "audio")
@@ -39,7 +41,7 @@ class StreamingRecognizeRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[RecognitionConfig, _Mapping]] = ..., audio: _Optional[bytes] = ...) -> None: ...
 
 class StreamingRecognizeResponse(_message.Message):
-    __slots__ = ("event", "text", "is_final", "utterance_index", "start_ms", "end_ms", "audio_position_ms", "decode_ms", "from_candidate")
+    __slots__ = ("event", "text", "is_final", "utterance_index", "start_ms", "end_ms", "audio_position_ms", "decode_ms", "from_candidate", "endpoint_silence_ms")
     class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         EVENT_TYPE_UNSPECIFIED: _ClassVar[StreamingRecognizeResponse.EventType]
@@ -63,6 +65,7 @@ class StreamingRecognizeResponse(_message.Message):
     AUDIO_POSITION_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     FROM_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     event: StreamingRecognizeResponse.EventType
     text: str
     is_final: bool
@@ -72,7 +75,8 @@ class StreamingRecognizeResponse(_message.Message):
     audio_position_ms: int
     decode_ms: float
     from_candidate: bool
-    def __init__(self, event: _Optional[_Union[StreamingRecognizeResponse.EventType, str]] = ..., text: _Optional[str] = ..., is_final: _Optional[bool] = ..., utterance_index: _Optional[int] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., audio_position_ms: _Optional[int] = ..., decode_ms: _Optional[float] = ..., from_candidate: _Optional[bool] = ...) -> None: ...
+    endpoint_silence_ms: int
+    def __init__(self, event: _Optional[_Union[StreamingRecognizeResponse.EventType, str]] = ..., text: _Optional[str] = ..., is_final: _Optional[bool] = ..., utterance_index: _Optional[int] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., audio_position_ms: _Optional[int] = ..., decode_ms: _Optional[float] = ..., from_candidate: _Optional[bool] = ..., endpoint_silence_ms: _Optional[int] = ...) -> None: ...
 
 class RecognizeRequest(_message.Message):
     __slots__ = ("config", "audio")
