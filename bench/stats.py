@@ -36,11 +36,13 @@ def percentile(values: Iterable[float], q: float) -> float | None:
 
 
 def summarize(values: Iterable[float | None]) -> dict[str, Any]:
-    """{"n", "p50", "p95", "mean", "min", "max"} of the non-None values (rounded to 0.1)."""
+    """{"n", "p50", "p95", "mean", "min", "max"} of the non-None values (0.1 above 10, else 0.001)."""
     data = [float(v) for v in values if v is not None and not math.isnan(float(v))]
 
     def r(x: float | None) -> float | None:
-        return None if x is None else round(x, 1)
+        if x is None:
+            return None
+        return round(x, 1) if abs(x) >= 10 else round(x, 3)
 
     return {
         "n": len(data),
