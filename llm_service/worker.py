@@ -71,7 +71,12 @@ class ModelWorker:
                     f"{len(self._queue)} requests already wait for the model (limit --max-queue {self.max_queue}); retry later"
                 )
             self._queue.append(job)
-            self._cond.notify()
+            self._cond.notify_all()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Block until `predicate()` (checked whenever the queue or the active job changes) is true."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout_s)
 
     def cancel(self, job: Job) -> None:
         """Stop a job: removed from the queue if it has not started, else flagged (stops at the next token)."""
@@ -81,6 +86,7 @@ class ModelWorker:
                 self._queue.remove(job)
             except ValueError:
                 return  # running or finished
+            self._cond.notify_all()
         job._finish()
 
     def run_sync(self, fn: Callable[[], object]) -> object:
@@ -97,7 +103,7 @@ class ModelWorker:
         job = Job(run)
         with self._cond:
             self._queue.append(job)
-            self._cond.notify()
+            self._cond.notify_all()
         job.finished.wait()
         if errors:
             raise errors[0]
@@ -125,6 +131,7 @@ class ModelWorker:
                     return
                 job = self._queue.popleft()
                 self._active = job
+                self._cond.notify_all()
             job.started_at = time.perf_counter()
             try:
                 job._run(job)
@@ -133,4 +140,5 @@ class ModelWorker:
             finally:
                 with self._cond:
                     self._active = None
+                    self._cond.notify_all()
                 job._finish()

@@ -1,0 +1,338 @@
+"""Fast tests of the LLM service logic with FakeLanguageEngine (no model): sessions, history
+truncation, validation, queueing, cancellation and the gRPC status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from llm_service.engine import Message, Sampling
+from llm_service.fake import FakeLanguageEngine
+from llm_service.servicer import LanguageModelServicer, ServiceConfig
+from llm_service.sessions import PromptTooLongError, SessionLimitError, SessionStore, fit_history, split_turns
+from llm_service.validation import Limits, RequestError, validate_max_tokens, validate_messages, validate_session_id
+from llm_service.worker import Job, ModelWorker, QueueFullError
+from service_runtime.engine_slot import EngineSlot
+from voice.llm.v1 import llm_pb2, llm_pb2_grpc
+
+WAIT_S = 10.0
+
+
+def words(messages: list[Message]) -> int:
+    return FakeLanguageEngine().count_tokens(messages)
+
+
+# ---- pure logic ------------------------------------------------------------------------------
+def test_split_turns_groups_user_and_replies() -> None:
+    h = [Message("user", "a"), Message("assistant", "b"), Message("user", "c"), Message("assistant", "d")]
+    assert split_turns(h) == [h[:2], h[2:]]
+
+
+def test_fit_history_keeps_everything_when_it_fits() -> None:
+    system = [Message("system", "be brief")]
+    history = [Message("user", "hi"), Message("assistant", "hello")]
+    kept, dropped, tokens = fit_history(system, history, [Message("user", "x")], words, n_ctx=100, max_tokens=10)
+    assert kept == history and dropped == 0 and tokens == words([*system, *history, Message("user", "x")])
+
+
+def test_fit_history_drops_oldest_turns_keeps_system_and_new() -> None:
+    system = [Message("system", "be brief")]
+    history: list[Message] = []
+    for i in range(10):
+        history += [Message("user", f"question {i} " + "w " * 10), Message("assistant", f"answer {i} " + "w " * 10)]
+    new = [Message("user", "latest")]
+    kept, dropped, tokens = fit_history(system, history, new, words, n_ctx=200, max_tokens=20)
+    assert dropped > 0 and dropped % 2 == 0  # whole turns
+    assert kept == history[dropped:]
+    assert kept[0].role == "user"
+    assert tokens <= 180 * 0.75 + 1
+    assert tokens == words([*system, *kept, *new])
+
+
+def test_fit_history_refuses_a_prompt_that_cannot_fit() -> None:
+    with pytest.raises(PromptTooLongError, match="at most"):
+        fit_history([Message("system", "s")], [], [Message("user", "w " * 100)], words, n_ctx=64, max_tokens=16)
+
+
+def test_validation_messages() -> None:
+    with pytest.raises(RequestError, match="empty"):
+        validate_messages([], has_history=False)
+    assert validate_messages([], has_history=True) == []
+    with pytest.raises(RequestError, match="allowed roles"):
+        validate_messages([llm_pb2.ChatMessage(role="robot", content="x")], False)
+    with pytest.raises(RequestError, match="content is empty"):
+        validate_messages([llm_pb2.ChatMessage(role="user", content="  ")], False)
+    with pytest.raises(RequestError, match="only allowed as the first"):
+        validate_messages(
+            [llm_pb2.ChatMessage(role="user", content="a"), llm_pb2.ChatMessage(role="system", content="b")], False
+        )
+
+
+def test_validation_max_tokens_and_session_id() -> None:
+    limits = Limits(default_max_tokens=200, max_tokens_limit=512)
+    assert validate_max_tokens(0, limits) == 200
+    assert validate_max_tokens(512, limits) == 512
+    with pytest.raises(RequestError, match="1 to 512"):
+        validate_max_tokens(513, limits)
+    validate_session_id("user-1:turn_2.a")
+    for bad in ("has space", "x" * 129, "ünïcode", "a/b"):
+        with pytest.raises(RequestError, match="malformed"):
+            validate_session_id(bad)
+
+
+def test_session_store_ttl_and_lru() -> None:
+    now = [0.0]
+    evicted: list[str] = []
+    store = SessionStore(ttl_s=10, max_sessions=2, on_evict=evicted.append, clock=lambda: now[0])
+    store.get_or_create("a", "sys")
+    now[0] = 1
+    store.get_or_create("b", "sys")
+    now[0] = 2
+    store.get_or_create("a", "sys")  # touch a: b is now least recently used
+    store.get_or_create("c", "sys")
+    assert evicted == ["b"] and store.ids() == ["a", "c"]
+    now[0] = 100
+    assert store.get("a") is None and len(store) == 0  # expired
+    assert set(evicted) == {"a", "b", "c"}
+
+
+def test_session_store_full_of_busy_sessions() -> None:
+    store = SessionStore(ttl_s=10, max_sessions=1)
+    session, created = store.get_or_create("a", "sys")
+    assert created
+    session.pending.append(object())  # type: ignore[arg-type]
+    with pytest.raises(SessionLimitError, match="busy"):
+        store.get_or_create("b", "sys")
+
+
+def test_worker_queue_cap_and_cancel_of_queued_job() -> None:
+    worker = ModelWorker(max_queue=1)
+    release = threading.Event()
+    running = threading.Event()
+
+    def block(_job: Job) -> None:
+        running.set()
+        release.wait(WAIT_S)
+
+    first, second, third = Job(block), Job(lambda j: None), Job(lambda j: None)
+    worker.submit(first)
+    assert running.wait(WAIT_S)
+    worker.submit(second)
+    with pytest.raises(QueueFullError, match="max-queue 1"):
+        worker.submit(third)
+    assert (worker.active, worker.queued) == (1, 1)
+    worker.cancel(second)
+    assert worker.queued == 0 and second.finished.is_set()
+    release.set()
+    assert first.finished.wait(WAIT_S)
+    worker.close()
+
+
+# ---- gRPC servicer with the fake engine ---------------------------------------------------------
+@dataclass
+class Served:
+    stub: llm_pb2_grpc.LanguageModelStub
+    engine: FakeLanguageEngine
+    servicer: LanguageModelServicer
+
+
+@pytest.fixture()
+def served() -> Iterator[Served]:
+    engine = FakeLanguageEngine(n_ctx=200)
+    slot: EngineSlot[FakeLanguageEngine] = EngineSlot("llm-service")
+    slot.set(engine)
+    config = ServiceConfig(
+        system_prompt="Be brief.",
+        limits=Limits(default_max_tokens=20, max_tokens_limit=40),
+        sampling=Sampling(),
+        max_queue=1,
+        max_sessions=4,
+    )
+    servicer = LanguageModelServicer(slot, config)  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    port: list[int] = []
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        server = grpc.aio.server()
+        llm_pb2_grpc.add_LanguageModelServicer_to_server(servicer, server)
+        port.append(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        ready.set()
+        await stop.wait()
+        await server.stop(0)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    assert ready.wait(WAIT_S)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port[0]}")
+    yield Served(llm_pb2_grpc.LanguageModelStub(channel), engine, servicer)
+    engine.gate.set()
+    channel.close()
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(WAIT_S)
+    servicer.worker.close()
+
+
+def user(text: str) -> llm_pb2.ChatMessage:
+    return llm_pb2.ChatMessage(role="user", content=text)
+
+
+def generate(stub: llm_pb2_grpc.LanguageModelStub, **kwargs: object) -> tuple[list[str], llm_pb2.GenerationSummary]:
+    deltas: list[str] = []
+    final = None
+    for reply in stub.Generate(llm_pb2.GenerateRequest(**kwargs), timeout=WAIT_S):  # type: ignore[arg-type]
+        if reply.HasField("final"):
+            final = reply.final
+        else:
+            deltas.append(reply.text)
+    assert final is not None
+    return deltas, final
+
+
+def test_deltas_join_to_final_text(served: Served) -> None:
+    deltas, final = generate(served.stub, messages=[user("hello there")])
+    assert "".join(deltas) == final.text == "You said: hello there"
+    assert final.finish_reason == llm_pb2.STOP
+    assert final.completion_tokens == len(deltas)
+
+
+def test_session_keeps_history_and_reports_cache(served: Served) -> None:
+    _, first = generate(served.stub, session_id="s1", messages=[user("my name is Ada")])
+    _, second = generate(served.stub, session_id="s1", messages=[user("what is my name")])
+    assert second.prompt_tokens > first.prompt_tokens
+    assert second.cached_prompt_tokens > 0
+    seen = served.engine.calls[-1]
+    assert [m.content for m in seen] == ["Be brief.", "my name is Ada", "You said: my name is Ada", "what is my name"]
+    session = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="s1"))
+    assert [m.role for m in session.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert session.context_tokens == 200 and session.history_tokens > 0
+    reset = served.stub.ResetSession(llm_pb2.ResetSessionRequest(session_id="s1"))
+    assert reset.dropped_messages == 5 and "s1" in served.engine.forgotten
+    with pytest.raises(grpc.RpcError) as info:
+        served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="s1"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_history_truncation_reports_dropped_messages(served: Served) -> None:
+    dropped = []
+    for i in range(12):
+        _, final = generate(served.stub, session_id="long", messages=[user(f"turn {i} " + "word " * 8)])
+        dropped.append(final.dropped_messages)
+    assert sum(dropped) > 0 and all(d % 2 == 0 for d in dropped)
+    session = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="long"))
+    assert session.messages[0].role == "system" and session.messages[1].role == "user"
+    assert session.history_tokens <= 200
+
+
+def test_record_heard_reply(served: Served) -> None:
+    generate(served.stub, session_id="h", messages=[user("tell me a long story")])
+    stored = served.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="h", heard_text="You said:"))
+    assert stored.stored_text == "You said:"
+    session = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="h"))
+    assert session.messages[-1] == llm_pb2.ChatMessage(role="assistant", content="You said:")
+    assert served.engine.dropped_replies == ["h"]
+    empty = served.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="h", heard_text=""))
+    assert empty.stored_text == ""
+    with pytest.raises(grpc.RpcError) as info:
+        served.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="nope", heard_text="x"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_record_heard_reply_needs_an_assistant_reply(served: Served) -> None:
+    generate(served.stub, session_id="q", messages=[user("hi")])
+    store = served.servicer.sessions
+    with store.lock:  # a session whose last message is the user's (e.g. a client-built history)
+        session = store.get("q")
+        assert session is not None
+        session.messages.append(Message("user", "pending"))
+    with pytest.raises(grpc.RpcError) as info:
+        served.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="q", heard_text="x"))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not an assistant reply" in (info.value.details() or "")
+
+
+def test_cancel_mid_stream_frees_the_model(served: Served) -> None:
+    served.engine.gate.clear()
+    call = served.stub.Generate(
+        llm_pb2.GenerateRequest(session_id="c", messages=[user("one two three four five")]), timeout=WAIT_S
+    )
+    assert served.engine.started.wait(WAIT_S)
+    served.engine.gate.set()
+    first = next(call)
+    assert first.text
+    served.engine.gate.clear()
+    call.cancel()
+    served.engine.gate.set()
+    # The cancelled turn settles: RecordHeardReply waits for it, then replaces the empty marker.
+    stored = served.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="c", heard_text="You"))
+    assert stored.stored_text == "You"
+    stats = served.stub.GetStats(llm_pb2.GetStatsRequest())
+    assert stats.active_generations == 0 and stats.queued_generations == 0
+    session = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="c"))
+    assert [m.content for m in session.messages[1:]] == ["one two three four five", "You"]
+    _, final = generate(served.stub, session_id="c", messages=[user("again")])
+    assert final.finish_reason == llm_pb2.STOP
+
+
+def test_queue_cap_gives_resource_exhausted(served: Served) -> None:
+    served.engine.gate.clear()
+    running = served.stub.Generate(llm_pb2.GenerateRequest(messages=[user("a b c")]), timeout=WAIT_S)
+    assert served.engine.started.wait(WAIT_S)
+    waiting = served.stub.Generate(llm_pb2.GenerateRequest(messages=[user("queued")]), timeout=WAIT_S)
+    worker = served.servicer.worker
+    assert worker.wait_until(lambda: worker.queued == 1, WAIT_S)
+    assert served.stub.GetStats(llm_pb2.GetStatsRequest()).queued_generations == 1
+    with pytest.raises(grpc.RpcError) as info:
+        list(served.stub.Generate(llm_pb2.GenerateRequest(messages=[user("too many")]), timeout=WAIT_S))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max-queue" in (info.value.details() or "")
+    waiting.cancel()
+    served.engine.gate.set()
+    assert "".join(r.text for r in running if not r.HasField("final")) == "You said: a b c"
+    stats = served.stub.GetStats(llm_pb2.GetStatsRequest())
+    assert (stats.active_generations, stats.queued_generations, stats.max_queued) == (0, 0, 1)
+
+
+BAD_REQUESTS = [
+    (llm_pb2.GenerateRequest(), grpc.StatusCode.INVALID_ARGUMENT, "messages is empty"),
+    (llm_pb2.GenerateRequest(session_id="new", messages=[]), grpc.StatusCode.INVALID_ARGUMENT, "messages is empty"),
+    (llm_pb2.GenerateRequest(messages=[llm_pb2.ChatMessage(role="bot", content="x")]), grpc.StatusCode.INVALID_ARGUMENT, "allowed roles"),
+    (llm_pb2.GenerateRequest(messages=[user("")]), grpc.StatusCode.INVALID_ARGUMENT, "content is empty"),
+    (llm_pb2.GenerateRequest(messages=[user("x")], sampling=llm_pb2.SamplingOptions(temperature=2.5)), grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+    (llm_pb2.GenerateRequest(messages=[user("x")], sampling=llm_pb2.SamplingOptions(top_p=0)), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
+    (llm_pb2.GenerateRequest(messages=[user("x")], sampling=llm_pb2.SamplingOptions(top_k=1001)), grpc.StatusCode.INVALID_ARGUMENT, "top_k"),
+    (llm_pb2.GenerateRequest(messages=[user("x")], sampling=llm_pb2.SamplingOptions(repeat_penalty=0.5)), grpc.StatusCode.INVALID_ARGUMENT, "repeat_penalty"),
+    (llm_pb2.GenerateRequest(messages=[user("x")], max_tokens=41), grpc.StatusCode.INVALID_ARGUMENT, "1 to 40"),
+    (llm_pb2.GenerateRequest(messages=[user("w " * 300)]), grpc.StatusCode.INVALID_ARGUMENT, "at most"),
+    (llm_pb2.GenerateRequest(session_id="bad id!", messages=[user("x")]), grpc.StatusCode.INVALID_ARGUMENT, "malformed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("request_", "code", "text"), BAD_REQUESTS)
+def test_bad_input_status_codes(
+    served: Served, request_: llm_pb2.GenerateRequest, code: grpc.StatusCode, text: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        list(served.stub.Generate(request_, timeout=WAIT_S))
+    assert info.value.code() == code
+    assert text in (info.value.details() or "")
+
+
+def test_session_rpcs_validate_ids(served: Served) -> None:
+    for rpc, req in (
+        (served.stub.ResetSession, llm_pb2.ResetSessionRequest(session_id="unknown")),
+        (served.stub.GetSession, llm_pb2.GetSessionRequest(session_id="unknown")),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            rpc(req)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as info:
+        served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="bad id"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
