@@ -205,7 +205,7 @@ class StreamingRecognizer:
             else:
                 window_end = min(self._tracker.position, utt.end + self.config.post_pad_ms * 16)
                 prefix = [await t for t in self._commits.get(utt.index, [])]
-                tail = await self._decode(utt.decode_from, window_end)
+                tail = await self._decode(self._audio.slice(utt.decode_from, window_end))
                 text, decode_ms, from_candidate = _join([*prefix, tail.text]), tail.decode_ms, False
             self._emit_final(utt.index, text, utt.start, utt.end, decode_ms, from_candidate, 0, decided)
         self.events.put_nowait(None)
@@ -217,8 +217,7 @@ class StreamingRecognizer:
             task.cancel()
 
     # ---- decodes -----------------------------------------------------------------------
-    async def _decode(self, start: int, end: int) -> Transcript:
-        audio = self._audio.slice(start, end)
+    async def _decode(self, audio: np.ndarray) -> Transcript:
         if len(audio) < FRAME:
             return Transcript("")
         language = self.language
@@ -242,10 +241,10 @@ class StreamingRecognizer:
         except Exception as error:  # a decode failed: end the stream with the error
             self.events.put_nowait(error)
 
-    async def _candidate(self, action: Action) -> None:
+    async def _candidate(self, action: Action, audio: np.ndarray) -> None:
         try:
             prefix = [await t for t in self._commits.get(action.utterance, [])]
-            tail = await self._decode(action.start, action.end)
+            tail = await self._decode(audio)
             self._candidate_decode_ms[action.candidate_id] = tail.decode_ms
             text = _join([*prefix, tail.text])
         except (asyncio.CancelledError, Cancelled):
@@ -255,15 +254,15 @@ class StreamingRecognizer:
             raise
         self._handle(self._tracker.on_candidate(action.candidate_id, text))
 
-    async def _commit(self, action: Action) -> str:
-        return (await self._decode(action.start, action.end)).text
+    async def _commit(self, audio: np.ndarray) -> str:
+        return (await self._decode(audio)).text
 
-    async def _interim(self, action: Action) -> None:
+    async def _interim(self, action: Action, audio: np.ndarray) -> None:
         try:
             commits = self._commits.get(action.utterance, [])
             if not all(t.done() for t in commits):
                 return
-            tail = await self._decode(action.start, action.end)
+            tail = await self._decode(audio)
         finally:
             self._interim_running = False
         utt = self._tracker.utterance
@@ -294,11 +293,14 @@ class StreamingRecognizer:
             elif kind is ActionKind.DECODE_INTERIM:
                 if not self._worker.busy and not self._interim_running:
                     self._interim_running = True
-                    self._spawn(self._interim(a), f"interim-{a.utterance}")
+                    self._spawn(self._interim(a, self._audio.slice(a.start, a.end)), f"interim-{a.utterance}")
             elif kind is ActionKind.DECODE_CANDIDATE:
-                self._candidate_tasks = {a.candidate_id: self._spawn(self._candidate(a), f"candidate-{a.candidate_id}")}
+                audio = self._audio.slice(a.start, a.end)  # now: the buffer may be trimmed before the task runs
+                self._candidate_tasks = {
+                    a.candidate_id: self._spawn(self._candidate(a, audio), f"candidate-{a.candidate_id}")
+                }
             elif kind is ActionKind.DECODE_COMMIT:
-                commit: asyncio.Task[str] = asyncio.ensure_future(self._commit(a))
+                commit: asyncio.Task[str] = asyncio.ensure_future(self._commit(self._audio.slice(a.start, a.end)))
                 self._tasks.add(commit)
                 commit.add_done_callback(self._tasks.discard)
                 self._commits.setdefault(a.utterance, []).append(commit)
