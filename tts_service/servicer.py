@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, Status, StatusCode
 
 from service_runtime import EngineSlot, telemetry
 from tts_service.engine import LoadedVoice, SynthesisResult, TtsEngine, TtsError
@@ -39,8 +40,19 @@ class Limits:
 
 
 # Items flowing from text intake to the producer: a completed segment with the moment it
-# became complete, an error to report, or None for end of input.
-_SegItem = tuple[Segment, float] | TtsError | None
+# became complete, or None for end of input.
+_SegItem = tuple[Segment, float] | None
+
+
+class RpcAbort(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+_DONE = object()
+Emit = Callable[[tts_pb2.SynthesizeResponse], Awaitable[None]]
 
 
 class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
@@ -57,39 +69,98 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
             self.limits.first_clause_chars, self.limits.long_clause_chars, self.limits.max_segment_chars
         )
 
-    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+    @contextlib.contextmanager
+    def _admitted(self) -> Iterator[None]:
         if self.active >= self.limits.max_streams:
-            await context.abort(
+            raise RpcAbort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many synthesis streams: {self.active} active, limit --max-streams={self.limits.max_streams}; "
                 "retry later",
             )
         self.active += 1
         self.total += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
 
     def _too_long(self, chars: int) -> TtsError:
         return TtsError(f"text is {chars} characters; the limit is --max-text-chars={self.limits.max_text_chars}")
 
-    async def _stream_audio(
+    async def _serve(
+        self,
+        context: grpc.aio.ServicerContext,
+        attributes: dict[str, Any],
+        body: Callable[[Span, Emit], Awaitable[None]],
+    ) -> None:
+        """Run `body` in its own task inside the RPC span; write what it emits, awaiting each write.
+
+        The span lives entirely in that task (no span context held across this generator's
+        yields), and whatever ends the RPC early (client cancel, failed write, shutdown)
+        cancels the task at once: queued sentences are dropped and the stream is freed.
+        """
+        out: asyncio.Queue[Any] = asyncio.Queue(1)
+
+        async def run() -> None:
+            result: object = _DONE
+            with telemetry.server_span("tts.synthesize", context, **attributes) as span:
+                try:
+                    await body(span, out.put)
+                except asyncio.CancelledError:
+                    span.add_event("cancelled")
+                    raise
+                except TtsError as error:
+                    result = RpcAbort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                except RpcAbort as error:
+                    result = error
+                except Exception as error:
+                    log.exception("synthesis failed")
+                    result = RpcAbort(grpc.StatusCode.INTERNAL, f"synthesis failed: {error}")
+                if isinstance(result, RpcAbort):
+                    span.set_status(Status(StatusCode.ERROR, result.details))
+                    span.set_attribute("grpc.status", result.code.name)
+            await out.put(result)
+
+        task = asyncio.create_task(run())
+        try:
+            while True:
+                item = await out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, RpcAbort):
+                    await context.abort(item.code, item.details)
+                try:
+                    await context.write(item)
+                except Exception:  # the client went away (cancel, deadline): stop at once
+                    log.debug("write failed; stream ended by the client")
+                    return
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _synthesize_segments(
         self,
         voice: LoadedVoice,
         rate: int,
         segments: asyncio.Queue[_SegItem],
         span: Span,
         t_start: list[float],
-    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
-        """Synthesize queued segments in order, yield their audio in chunks.
+        emit: Emit,
+    ) -> None:
+        """Synthesize queued segments in order (at most AUDIO_QUEUE ahead), emit their audio in chunks.
 
         `t_start[0]` is when the request's clock starts (request / first text), for ttfa_ms.
         """
-        audio_q: asyncio.Queue[tuple[Segment, SynthesisResult] | TtsError | None] = asyncio.Queue(AUDIO_QUEUE)
+        audio_q: asyncio.Queue[tuple[Segment, SynthesisResult] | None] = asyncio.Queue(AUDIO_QUEUE)
         tracer = telemetry.tracer("voice")
 
         async def produce() -> None:
             while True:
                 item = await segments.get()
-                if item is None or isinstance(item, TtsError):
-                    await audio_q.put(item)
+                if item is None:
+                    await audio_q.put(None)
                     return
                 segment, t_complete = item
                 with tracer.start_as_current_span(
@@ -112,8 +183,6 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
                 got = await audio_q.get()
                 if got is None:
                     break
-                if isinstance(got, TtsError):
-                    raise got
                 segment, result = got
                 sentences += 1
                 if not result.pcm:
@@ -126,62 +195,55 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
                         first = False
                         span.add_event("first_audio")
                         span.set_attribute("ttfa_ms", round((time.perf_counter() - t_start[0]) * 1000, 1))
-                    yield tts_pb2.SynthesizeResponse(
-                        audio=pcm[offset : offset + chunk_bytes],
-                        sample_rate_hz=result.sample_rate_hz,
-                        text=segment.text,
-                        sentence_index=segment.index,
-                        sentence_end=offset + chunk_bytes >= len(pcm),
-                        text_start_char=segment.start,
-                        text_end_char=segment.end,
-                        spoken_text=result.spoken_text,
+                    await emit(
+                        tts_pb2.SynthesizeResponse(
+                            audio=pcm[offset : offset + chunk_bytes],
+                            sample_rate_hz=result.sample_rate_hz,
+                            text=segment.text,
+                            sentence_index=segment.index,
+                            sentence_end=offset + chunk_bytes >= len(pcm),
+                            text_start_char=segment.start,
+                            text_end_char=segment.end,
+                            spoken_text=result.spoken_text,
+                        )
                     )
-        except asyncio.CancelledError:
-            span.add_event("cancelled")
-            raise
         finally:
             span.set_attribute("sentences", sentences)
             span.set_attribute("audio_s", round(audio_s, 3))
             producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError):
                 await producer
 
     # ---- RPCs ----------------------------------------------------------------------------
 
-    async def Synthesize(
-        self, request: tts_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+    async def Synthesize(self, request: tts_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext) -> None:
         t_start = [time.perf_counter()]
         engine = await self.slot.get(context)
-        with telemetry.server_span(
-            "tts.synthesize", context, rpc="Synthesize", text_chars=len(request.text), voice=request.voice
-        ) as span:
-            try:
-                voice = engine.voice(request.voice)
-                engine.check_rate(request.sample_rate_hz)
-                if len(request.text) > self.limits.max_text_chars:
-                    raise self._too_long(len(request.text))
-            except TtsError as error:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            await self._admit(context)
-            try:
+
+        async def body(span: Span, emit: Emit) -> None:
+            voice = engine.voice(request.voice)
+            engine.check_rate(request.sample_rate_hz)
+            if len(request.text) > self.limits.max_text_chars:
+                raise self._too_long(len(request.text))
+            span.set_attribute("voice", voice.info.name)
+            with self._admitted():
                 segmenter = self._segmenter()
                 queue: asyncio.Queue[_SegItem] = asyncio.Queue()
                 now = time.perf_counter()
                 for segment in segmenter.push(request.text) + segmenter.finish():
                     queue.put_nowait((segment, now))
                 queue.put_nowait(None)
-                async for response in self._stream_audio(voice, request.sample_rate_hz, queue, span, t_start):
-                    yield response
-            finally:
-                self.active -= 1
+                await self._synthesize_segments(voice, request.sample_rate_hz, queue, span, t_start, emit)
+
+        await self._serve(context, {"rpc": "Synthesize", "text_chars": len(request.text)}, body)
 
     async def StreamingSynthesize(
         self, request_iterator: AsyncIterator[tts_pb2.StreamingSynthesizeRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+    ) -> None:
         t_start = [time.perf_counter()]
         engine = await self.slot.get(context)
-        with telemetry.server_span("tts.synthesize", context, rpc="StreamingSynthesize") as span:
+
+        async def body(span: Span, emit: Emit) -> None:
             requests = request_iterator.__aiter__()
             first = await anext(requests, None)
             config = tts_pb2.SynthesisConfig()
@@ -191,13 +253,9 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
                     config = first.config
                 else:
                     pending_text = first.text
-            try:
-                voice = engine.voice(config.voice)
-                engine.check_rate(config.sample_rate_hz)
-            except TtsError as error:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            voice = engine.voice(config.voice)
+            engine.check_rate(config.sample_rate_hz)
             span.set_attribute("voice", voice.info.name)
-            await self._admit(context)
             queue: asyncio.Queue[_SegItem] = asyncio.Queue()
             segmenter = self._segmenter()
             got_text = False
@@ -213,37 +271,40 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
                     queue.put_nowait((segment, now))
 
             async def intake() -> None:
-                try:
-                    if pending_text is not None:
-                        feed(pending_text)
-                    async for req in requests:
-                        kind = req.WhichOneof("request")
-                        if kind == "config":
-                            where = "after text" if got_text else "twice"
-                            raise TtsError(f"config sent {where}; send at most one config, as the first message")
-                        if kind == "text":
-                            if segmenter.total_chars + len(req.text) > self.limits.max_text_chars:
-                                raise self._too_long(segmenter.total_chars + len(req.text))
-                            feed(req.text)
-                    now = time.perf_counter()
-                    for segment in segmenter.finish():
-                        queue.put_nowait((segment, now))
-                    span.set_attribute("text_chars", segmenter.total_chars)
-                    queue.put_nowait(None)
-                except TtsError as error:
-                    queue.put_nowait(error)
+                if pending_text is not None:
+                    feed(pending_text)
+                async for req in requests:
+                    kind = req.WhichOneof("request")
+                    if kind == "config":
+                        where = "after text" if got_text else "twice"
+                        raise TtsError(f"config sent {where}; send at most one config, as the first message")
+                    if kind == "text":
+                        if segmenter.total_chars + len(req.text) > self.limits.max_text_chars:
+                            raise self._too_long(segmenter.total_chars + len(req.text))
+                        feed(req.text)
+                now = time.perf_counter()
+                for segment in segmenter.finish():
+                    queue.put_nowait((segment, now))
+                span.set_attribute("text_chars", segmenter.total_chars)
+                queue.put_nowait(None)
 
-            reader = asyncio.create_task(intake())
-            try:
-                async for response in self._stream_audio(voice, config.sample_rate_hz, queue, span, t_start):
-                    yield response
-            except TtsError as error:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            finally:
-                self.active -= 1
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
+            with self._admitted():
+                reader = asyncio.create_task(intake())
+                synth = asyncio.create_task(
+                    self._synthesize_segments(voice, config.sample_rate_hz, queue, span, t_start, emit)
+                )
+                try:
+                    # A bad request message ends the stream at once, not after the queued audio.
+                    await asyncio.wait({reader, synth}, return_when=asyncio.FIRST_EXCEPTION)
+                    if reader.done() and reader.exception() is not None:
+                        raise reader.exception()  # type: ignore[misc]
+                    await synth
+                finally:
+                    for task in (reader, synth):
+                        task.cancel()
+                    await asyncio.gather(reader, synth, return_exceptions=True)
+
+        await self._serve(context, {"rpc": "StreamingSynthesize"}, body)
 
     async def ListVoices(
         self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext
