@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--candidate-ms",
         type=int,
-        default=env_default("STT_CANDIDATE_MS", 200),
+        default=env_default("STT_CANDIDATE_MS", 160),
         help="pause after which a CANDIDATE_FINAL is decoded (env STT_CANDIDATE_MS)",
     )
     parser.add_argument(

@@ -65,7 +65,7 @@ def looks_complete(text: str) -> bool:
 class EndpointConfig:
     endpoint_ms: int = 1000  # silence that ends an utterance that looks unfinished
     min_endpoint_ms: int = 320  # silence that ends an utterance that looks complete
-    candidate_ms: int = 200  # silence after which the utterance is decoded speculatively
+    candidate_ms: int = 160  # silence after which the utterance is decoded speculatively
     interim: bool = False
     interim_interval_ms: int = 700  # new voiced audio between two INTERIM decodes
     threshold: float = 0.5  # VAD probability that starts / resumes speech

@@ -170,7 +170,7 @@ def test_two_utterances_get_increasing_indexes() -> None:
 def test_endpoint_config_defaults_and_overrides() -> None:
     defaults = EndpointConfig()
     cfg = endpoint_config(ConfigFields(16000, 1), defaults)
-    assert (cfg.candidate_ms, cfg.min_endpoint_ms, cfg.endpoint_ms) == (200, 320, 1000)
+    assert (cfg.candidate_ms, cfg.min_endpoint_ms, cfg.endpoint_ms) == (160, 320, 1000)
     cfg = endpoint_config(ConfigFields(16000, 1, endpoint_silence_ms=300), defaults)
     assert cfg.min_endpoint_ms == 300 and cfg.candidate_ms < 300
     cfg = endpoint_config(ConfigFields(16000, 1, endpoint_silence_ms=700, min_endpoint_silence_ms=700), defaults)
