@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import soxr
@@ -133,18 +133,29 @@ class PiperVoiceModel:
 
 
 class MlxKokoroVoiceModel:
-    """Kokoro-82M through mlx-audio (Apple Silicon). Imported lazily: the mlx extra is optional."""
+    """Kokoro-82M through mlx-audio (Apple Silicon). Imported lazily: the mlx extra is optional.
 
-    def __init__(self, model: str, voice: str = "af_heart", lang_code: str = "a") -> None:
-        try:
-            from mlx_audio.tts.utils import load_model
-        except ImportError as error:
-            raise RuntimeError("the mlx backend needs the mlx extra: pip install -e '.[mlx]'") from error
-        self._model = load_model(model)
+    `model` is a Hugging Face repo id or local dir for `mlx_audio.tts.utils.load_model`, or an
+    already built model object (tests use a tiny randomly initialised one). `voice` is a
+    Kokoro voice name ("af_heart") or a path to a voice pack .safetensors.
+    """
+
+    def __init__(self, model: Any, voice: str = "af_heart", lang_code: str = "a", sample_rate_hz: int = 24000) -> None:
+        if isinstance(model, str | Path):
+            try:
+                from mlx_audio.tts.utils import load_model
+            except ImportError as error:
+                raise RuntimeError("the mlx backend needs the mlx extra: pip install -e '.[mlx]'") from error
+            source = str(model)
+            self._model = load_model(source)
+        else:
+            source = type(model).__name__
+            self._model = model
         self._voice = voice
         self._lang_code = lang_code
-        rate = int(getattr(self._model, "sample_rate", 24000))
-        self.info = VoiceInfo(f"kokoro-{voice}", "en_US" if lang_code == "a" else "en_GB", rate, Backend.MLX, model)
+        name = "kokoro-" + Path(voice).name.removesuffix(".safetensors")
+        language = "en_GB" if lang_code == "b" else "en_US"
+        self.info = VoiceInfo(name, language, sample_rate_hz, Backend.MLX, source)
 
     def synthesize(self, text: str) -> np.ndarray:
         parts = []
