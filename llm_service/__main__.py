@@ -23,8 +23,9 @@ DEFAULT_SYSTEM_PROMPT = (
     "short, plain sentences. Never use markdown, lists, headings, code, emoji or special symbols. "
     "Write numbers and units the way people say them. If you are unsure, say so briefly."
 )
-# Measured on the 2-core CI box with a competing CPU load (see README): 2 threads.
-DEFAULT_THREADS = 2
+# Measured on the 2-core box with a competing CPU load (see README).
+DEFAULT_THREADS = 1
+DEFAULT_THREADS_BATCH = 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads", type=int, default=env_default("LLM_THREADS", DEFAULT_THREADS), help="CPU threads (env LLM_THREADS)"
+    )
+    parser.add_argument(
+        "--threads-batch",
+        type=int,
+        default=env_default("LLM_THREADS_BATCH", DEFAULT_THREADS_BATCH),
+        help="CPU threads for reading prompts, 0 = --threads (env LLM_THREADS_BATCH)",
     )
     parser.add_argument(
         "--system-prompt",
@@ -88,6 +95,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
                 model_path=path,
                 n_ctx=args.n_ctx,
                 threads=args.threads,
+                threads_batch=args.threads_batch,
                 system_prompt=args.system_prompt,
                 max_saved_states=args.max_sessions,
             )
@@ -105,6 +113,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
             "path": path,
             "n_ctx": f"{engine.n_ctx}{clamp}".replace(" ", "_"),
             "threads": args.threads,
+            "threads_batch": engine.threads_batch,
             "system_prompt_chars": len(args.system_prompt),
             "model_load_s": f"{engine.load_s:.2f}",
             "warmup_s": f"{warm_s:.2f}",

@@ -108,7 +108,9 @@ class EngineConfig:
     model_name: str
     model_path: Path
     n_ctx: int = 32768
-    threads: int = 2
+    threads: int = 1
+    # Threads for reading prompts (batches); 0 = same as `threads`.
+    threads_batch: int = 0
     n_batch: int = 512
     system_prompt: str = ""
     max_saved_states: int = 32
@@ -148,13 +150,14 @@ class LlamaCppEngine:
         self.n_ctx_requested = config.n_ctx
         self.n_ctx_train = trained
         self.threads = config.threads
+        self.threads_batch = config.threads_batch or config.threads
         started = time.perf_counter()
         self._llm = Llama(
             str(config.model_path),
             n_ctx=n_ctx,
             n_batch=min(config.n_batch, n_ctx),
             n_threads=config.threads,
-            n_threads_batch=config.threads,
+            n_threads_batch=self.threads_batch,
             verbose=False,
         )
         self.load_s = time.perf_counter() - started

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import resource
 import statistics
 import time
@@ -26,9 +27,9 @@ QUESTIONS = [
 ]
 
 
-def _busy(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+def _busy(stop: multiprocessing.synchronize.Event, parent: int) -> None:  # type: ignore[name-defined]
     x = 0
-    while not stop.is_set():
+    while not stop.is_set() and os.getppid() == parent:  # never outlive the measuring process
         for _ in range(100_000):
             x += 1
 
@@ -54,29 +55,38 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="qwen2.5-0.5b")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads-batch", type=int, default=0)
     parser.add_argument("--n-ctx", type=int, default=32768)
     parser.add_argument("--busy", action="store_true", help="run a CPU busy loop in another process")
     parser.add_argument("--quality", action="store_true", help="print replies to 5 questions")
+    parser.add_argument("--questions", type=int, default=len(QUESTIONS), help="how many of the 5 questions")
     args = parser.parse_args()
     stop = multiprocessing.Event()
-    busy = multiprocessing.Process(target=_busy, args=(stop,), daemon=True) if args.busy else None
+    busy = multiprocessing.Process(target=_busy, args=(stop, os.getpid()), daemon=True) if args.busy else None
     if busy:
         busy.start()
     try:
         name, path = resolve_model(args.model)
         t = time.perf_counter()
         engine = LlamaCppEngine(
-            EngineConfig(name, path, n_ctx=args.n_ctx, threads=args.threads, system_prompt=DEFAULT_SYSTEM_PROMPT)
+            EngineConfig(
+                name,
+                path,
+                n_ctx=args.n_ctx,
+                threads=args.threads,
+                threads_batch=args.threads_batch,
+                system_prompt=DEFAULT_SYSTEM_PROMPT,
+            )
         )
         load_s = time.perf_counter() - t
         warm_s = engine.warm_up()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
-            f"model={name} threads={args.threads} busy={args.busy} n_ctx={engine.n_ctx} load={load_s:.2f}s warmup={warm_s:.2f}s rss={rss:.0f}MiB"
+            f"model={name} threads={args.threads}/{args.threads_batch or args.threads} busy={args.busy} n_ctx={engine.n_ctx} load={load_s:.2f}s warmup={warm_s:.2f}s rss={rss:.0f}MiB"
         )
         system = Message("system", DEFAULT_SYSTEM_PROMPT)
         turn1, turn2, nocache, tps = [], [], [], []
-        for i, q in enumerate(QUESTIONS):
+        for i, q in enumerate(QUESTIONS[: args.questions]):
             key = f"s{i}-{args.threads}-{args.busy}"
             r1 = _turn(engine, [system, Message("user", q)], key)
             follow = [
@@ -105,7 +115,7 @@ def main() -> None:
         )
         print(f"switch back to session 1: ttft {r3['ttft_ms']:.0f} ms, prompt {r3['prompt']}, cached {r3['cached']}")
         # No cache: a system prompt the engine has never seen, fresh context each time.
-        for i, q in enumerate(QUESTIONS):
+        for i, q in enumerate(QUESTIONS[: args.questions]):
             engine._llm.reset()
             engine._live_key = None
             other = Message("system", f"Variant {i}. " + DEFAULT_SYSTEM_PROMPT)

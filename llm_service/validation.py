@@ -112,7 +112,7 @@ def validate_sampling(sampling: _SamplingProto | None, defaults: Sampling) -> Sa
 
 def validate_max_tokens(max_tokens: int, limits: Limits) -> int:
     if max_tokens == 0:
-        return limits.default_max_tokens
+        return min(limits.default_max_tokens, limits.max_tokens_limit)
     if max_tokens > limits.max_tokens_limit:
         raise invalid(
             f"max_tokens {max_tokens} is over the server limit; allowed 1 to {limits.max_tokens_limit} "

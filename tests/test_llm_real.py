@@ -1,0 +1,239 @@
+"""Real llm-service tests on the bundled SmolLM2-135M (fast; behaviour that does not depend on
+reply quality). One server process for the whole module, started with a small context so
+history truncation is reachable in a few turns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from service_runtime.launcher import ServiceProcess
+from voice.llm.v1 import llm_pb2, llm_pb2_grpc
+
+pytestmark = pytest.mark.real
+TIMEOUT_S = 60.0
+LONG = "Tell me a long story about a dragon who lives in a castle by the sea."
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServiceProcess]:
+    proc = ServiceProcess(
+        "llm",
+        args=["--model", "smollm2-135m", "--n-ctx", "512", "--max-queue", "1", "--max-tokens-limit", "96"],
+    )
+    try:
+        proc.wait_serving(180)
+        yield proc
+    finally:
+        code = proc.terminate()
+        assert code == 0, proc.log[-2000:]
+
+
+@pytest.fixture(scope="module")
+def stub(server: ServiceProcess) -> Iterator[llm_pb2_grpc.LanguageModelStub]:
+    with grpc.insecure_channel(server.address) as channel:
+        yield llm_pb2_grpc.LanguageModelStub(channel)
+
+
+def user(text: str) -> llm_pb2.ChatMessage:
+    return llm_pb2.ChatMessage(role="user", content=text)
+
+
+def run(
+    stub: llm_pb2_grpc.LanguageModelStub, request: llm_pb2.GenerateRequest
+) -> tuple[list[str], llm_pb2.GenerationSummary]:
+    deltas: list[str] = []
+    final = None
+    for reply in stub.Generate(request, timeout=TIMEOUT_S):
+        if reply.HasField("final"):
+            final = reply.final
+        else:
+            deltas.append(reply.text)
+    assert final is not None
+    return deltas, final
+
+
+def test_start_up_log_names_backend_model_and_context(server: ServiceProcess) -> None:
+    log = server.log
+    assert "backend=llama-cpp" in log and "model=smollm2-135m" in log and "threads=" in log
+    assert "n_ctx=512" in log and "system_prompt_chars=" in log
+
+
+def test_deltas_join_to_the_final_text(stub: llm_pb2_grpc.LanguageModelStub) -> None:
+    deltas, final = run(stub, llm_pb2.GenerateRequest(messages=[user("What is the capital of France?")], max_tokens=24))
+    assert len(deltas) > 1
+    assert "".join(deltas) == final.text and final.text.strip()
+    assert final.finish_reason in (llm_pb2.STOP, llm_pb2.LENGTH)
+    assert final.completion_tokens > 0 and final.prompt_tokens > 0
+    assert final.time_to_first_token_ms > 0 and final.tokens_per_second > 0
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_same_seed_same_reply(stub: llm_pb2_grpc.LanguageModelStub, temperature: float) -> None:
+    sampling = llm_pb2.SamplingOptions(temperature=temperature, seed=1234)
+    request = llm_pb2.GenerateRequest(
+        messages=[user("Name a fruit and describe it.")], max_tokens=20, sampling=sampling
+    )
+    texts = {run(stub, request)[1].text for _ in range(2)}
+    assert len(texts) == 1
+
+
+def test_second_turn_reuses_the_first(stub: llm_pb2_grpc.LanguageModelStub) -> None:
+    sid = "real-two-turns"
+    greedy = llm_pb2.SamplingOptions(temperature=0.0)
+    _, first = run(
+        stub,
+        llm_pb2.GenerateRequest(session_id=sid, messages=[user("My name is Priya.")], max_tokens=16, sampling=greedy),
+    )
+    _, second = run(
+        stub,
+        llm_pb2.GenerateRequest(session_id=sid, messages=[user("What is my name?")], max_tokens=16, sampling=greedy),
+    )
+    assert second.prompt_tokens > first.prompt_tokens + first.completion_tokens
+    # Turn 2 only reads its new tokens: everything up to the end of reply 1 is cached.
+    assert second.cached_prompt_tokens >= first.prompt_tokens
+    # Turn 1 of a new session reuses the cached system prompt.
+    assert first.cached_prompt_tokens > 0
+    history = stub.GetSession(llm_pb2.GetSessionRequest(session_id=sid))
+    assert [m.role for m in history.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert history.messages[2].content == first.text
+    assert history.context_tokens == 512
+
+
+def test_history_truncation_with_small_context(stub: llm_pb2_grpc.LanguageModelStub) -> None:
+    sid = "real-truncation"
+    filler = "Here is some context about my day that you should remember. " * 8
+    dropped = 0
+    for i in range(5):
+        _, final = run(
+            stub,
+            llm_pb2.GenerateRequest(session_id=sid, messages=[user(f"Turn {i}. {filler}")], max_tokens=16),
+        )
+        assert final.prompt_tokens + 16 <= 512
+        dropped += final.dropped_messages
+    assert dropped >= 2
+    history = stub.GetSession(llm_pb2.GetSessionRequest(session_id=sid))
+    assert history.messages[0].role == "system" and history.messages[1].role == "user"
+    assert not history.messages[1].content.startswith("Turn 0.")
+    assert history.history_tokens <= 512
+
+
+def test_record_heard_reply_changes_the_session(stub: llm_pb2_grpc.LanguageModelStub) -> None:
+    sid = "real-barge-in"
+    _, final = run(stub, llm_pb2.GenerateRequest(session_id=sid, messages=[user(LONG)], max_tokens=40))
+    heard = " ".join(final.text.split()[:3])
+    stored = stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id=sid, heard_text=heard))
+    assert stored.stored_text == heard
+    history = stub.GetSession(llm_pb2.GetSessionRequest(session_id=sid))
+    assert history.messages[-1] == llm_pb2.ChatMessage(role="assistant", content=heard)
+    _, after = run(stub, llm_pb2.GenerateRequest(session_id=sid, messages=[user("Stop. Say hi.")], max_tokens=8))
+    # The unheard tokens are not reused from the KV cache.
+    assert after.cached_prompt_tokens < final.prompt_tokens + final.completion_tokens
+    with pytest.raises(grpc.RpcError) as info:
+        stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="real-unknown", heard_text="x"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_cancel_mid_stream_frees_the_model(stub: llm_pb2_grpc.LanguageModelStub) -> None:
+    sid = "real-cancel"
+    call = stub.Generate(
+        llm_pb2.GenerateRequest(session_id=sid, messages=[user(LONG)], max_tokens=96), timeout=TIMEOUT_S
+    )
+    got = [next(call).text, next(call).text]
+    assert all(isinstance(t, str) for t in got)
+    cancelled_at = time.perf_counter()
+    call.cancel()
+    # The next request waits only for the cancelled one to stop (one token step: ~10 ms idle,
+    # bounded generously because CI machines may be loaded).
+    _, final = run(stub, llm_pb2.GenerateRequest(messages=[user("Say yes.")], max_tokens=4))
+    freed_ms = (time.perf_counter() - cancelled_at) * 1000
+    assert final.queue_wait_ms < 3000, final
+    assert final.completion_tokens > 0
+    stats = stub.GetStats(llm_pb2.GetStatsRequest())
+    assert stats.active_generations == 0 and stats.queued_generations == 0
+    # The cancelled turn is stored with an empty (interrupted) reply, not the partial text.
+    history = stub.GetSession(llm_pb2.GetSessionRequest(session_id=sid))
+    assert history.messages[-1] == llm_pb2.ChatMessage(role="assistant", content="")
+    print(f"cancel -> next reply done in {freed_ms:.0f} ms, its queue wait {final.queue_wait_ms:.1f} ms")
+
+
+def test_queue_cap_gives_resource_exhausted(stub: llm_pb2_grpc.LanguageModelStub) -> None:
+    greedy = llm_pb2.SamplingOptions(temperature=0.0)
+    running = stub.Generate(
+        llm_pb2.GenerateRequest(messages=[user(LONG)], max_tokens=96, sampling=greedy), timeout=TIMEOUT_S
+    )
+    next(running)  # the model is busy with it now
+
+    def attempt(_i: int) -> grpc.StatusCode:
+        try:
+            run(stub, llm_pb2.GenerateRequest(messages=[user("Say yes.")], max_tokens=2))
+            return grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            return error.code()  # type: ignore[no-any-return]
+
+    with ThreadPoolExecutor(3) as pool:
+        codes = list(pool.map(attempt, range(3)))
+    # One waits in the queue (--max-queue 1), the others are refused.
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1, codes
+    assert grpc.StatusCode.OK in codes
+    list(running)
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (llm_pb2.GenerateRequest(), grpc.StatusCode.INVALID_ARGUMENT),
+        (llm_pb2.GenerateRequest(messages=[llm_pb2.ChatMessage(role="robot", content="hi")]), grpc.StatusCode.INVALID_ARGUMENT),
+        (llm_pb2.GenerateRequest(messages=[user("")]), grpc.StatusCode.INVALID_ARGUMENT),
+        (llm_pb2.GenerateRequest(messages=[user("hi")], sampling=llm_pb2.SamplingOptions(temperature=3)), grpc.StatusCode.INVALID_ARGUMENT),
+        (llm_pb2.GenerateRequest(messages=[user("hi")], sampling=llm_pb2.SamplingOptions(top_p=1.5)), grpc.StatusCode.INVALID_ARGUMENT),
+        (llm_pb2.GenerateRequest(messages=[user("hi")], sampling=llm_pb2.SamplingOptions(top_k=5000)), grpc.StatusCode.INVALID_ARGUMENT),
+        (llm_pb2.GenerateRequest(messages=[user("hi")], sampling=llm_pb2.SamplingOptions(repeat_penalty=2.5)), grpc.StatusCode.INVALID_ARGUMENT),
+        (llm_pb2.GenerateRequest(messages=[user("hi")], max_tokens=97), grpc.StatusCode.INVALID_ARGUMENT),
+        (llm_pb2.GenerateRequest(messages=[user("word " * 1000)]), grpc.StatusCode.INVALID_ARGUMENT),
+        (llm_pb2.GenerateRequest(session_id="no spaces allowed", messages=[user("hi")]), grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)  # fmt: skip
+def test_bad_input(
+    stub: llm_pb2_grpc.LanguageModelStub, request_: llm_pb2.GenerateRequest, code: grpc.StatusCode
+) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.Generate(request_, timeout=TIMEOUT_S))
+    assert info.value.code() == code
+    assert info.value.details()
+
+
+def test_reset_session(stub: llm_pb2_grpc.LanguageModelStub) -> None:
+    run(stub, llm_pb2.GenerateRequest(session_id="real-reset", messages=[user("Hello")], max_tokens=4))
+    reply = stub.ResetSession(llm_pb2.ResetSessionRequest(session_id="real-reset"))
+    assert reply.dropped_messages == 3
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ResetSession(llm_pb2.ResetSessionRequest(session_id="real-reset"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_grpcurl_streams_deltas(server: ServiceProcess) -> None:
+    grpcurl = Path(sys.executable).parent / "grpcurl"
+    if not grpcurl.exists():
+        pytest.skip("grpcurl binary not installed")
+    out = subprocess.run(
+        [str(grpcurl), "-plaintext", "-d", '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":8}',
+         server.address, "voice.llm.v1.LanguageModel/Generate"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    decoder = json.JSONDecoder()
+    text, messages = out.stdout.strip(), []
+    while text:
+        obj, end = decoder.raw_decode(text)
+        messages.append(obj)
+        text = text[end:].strip()
+    assert len(messages) >= 3 and "final" in messages[-1]
+    assert "".join(m.get("text", "") for m in messages[:-1]) == messages[-1]["final"]["text"]
