@@ -20,6 +20,7 @@ from bench.stats import corpus_wer, ratio, summarize, turn_counts
 
 Progress = Callable[[str], None]
 MODES = ("streaming", "sync")
+TURN_TIMEOUT_S = 180.0  # a stuck turn is reported as an error instead of hanging the bench
 TURN_FIELDS = (
     "dead_air_ms",
     "stt_final_ms",
@@ -35,10 +36,13 @@ def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> 
     from orchestrator.config import ServiceAddresses
     from orchestrator.pipeline import Conversation
 
-    return Conversation(ServiceAddresses(**addresses), mode=mode, session_id=session_id)
+    return Conversation(ServiceAddresses(**addresses), mode=mode, session_id=session_id)  # type: ignore[arg-type]
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
+    as_dict = getattr(result, "as_dict", None)
+    if callable(as_dict):  # TurnResult.as_dict(): everything but the audio
+        return dict(as_dict())
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
         return dataclasses.asdict(result)
     if isinstance(result, dict):
@@ -60,7 +64,9 @@ async def run_turn(conv: Any, utt: Utterance, mode: str, label: str, progress: P
     t0 = time.perf_counter()
     row: dict[str, Any] = {"label": label, "mode": mode, "fixture": utt.name, "reference": utt.text}
     try:
-        results = await conv.run_file(utt.pcm, utt.sample_rate_hz, pace=True, speech_end_ms=utt.speech_end_ms)
+        results = await asyncio.wait_for(
+            conv.run_file(utt.pcm, utt.sample_rate_hz, pace=True, speech_end_ms=utt.speech_end_ms), TURN_TIMEOUT_S
+        )
     except Exception as error:  # a failed turn is reported, the bench goes on
         row.update({"error": f"{type(error).__name__}: {error}", "turns": 0, "wall_ms": _ms_since(t0)})
         progress(f"{label:<14} {mode:<9} {utt.name:<20} ERROR {row['error']}")
