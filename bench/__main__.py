@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "fixtures": [u.name for u in utts],
     }
 
+    load_before = os.getloadavg()
     t_start = time.perf_counter()
     if args.use_running or addresses:
         progress("attaching to running services ...")
@@ -132,6 +134,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             progress("services stopped")
 
     results["machine"] = report.machine_info(report.models_from_services(results.get("services", {})))
+    # Other work on the machine skews every number: record the 1-min load average around the run.
+    results["machine"]["loadavg_1m_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     results["targets"] = evaluate_targets(results)
     results["seed_baseline"] = report.SEED_BASELINE
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)

@@ -84,7 +84,9 @@ def render(results: Mapping[str, Any]) -> str:
     out: list[str] = []
     m = results.get("machine", {})
     out.append(f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('os')}")
-    out.append(f"Python {m.get('python')}, run at {m.get('timestamp')}")
+    out.append(
+        f"Python {m.get('python')}, run at {m.get('timestamp')}, load avg (1 min) before/after {m.get('loadavg_1m_before_after')}"
+    )
     for kind, model in (m.get("models") or {}).items():
         out.append(f"  {kind}: " + ", ".join(f"{k}={v}" for k, v in model.items()))
     cfg = results.get("config", {})
