@@ -73,6 +73,20 @@ class GenerationResult:
     ended_at: float = 0.0
 
 
+class TokenTextDecoder:
+    """Token bytes -> text deltas. A character split across tokens (UTF-8 multi-byte, e.g. an
+    emoji made of byte-fallback tokens) is held back until its last byte arrives."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> str:
+        return str(self._decoder.decode(data))
+
+    def flush(self) -> str:
+        return str(self._decoder.decode(b"", final=True))
+
+
 class LanguageEngine(Protocol):
     backend: Backend
     model_name: str
@@ -331,7 +345,7 @@ class LlamaCppEngine:
         if cache_key is not None:
             self._last_prompt_len[cache_key] = len(tokens)
         self._llm.set_seed(sampling.seed if sampling.seed is not None else random.randrange(2**31))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        decoder = TokenTextDecoder()
         parts: list[str] = []
         completion = 0
         finish = FinishReason.LENGTH
@@ -359,7 +373,7 @@ class LlamaCppEngine:
                     finish = FinishReason.STOP
                     break
                 completion += 1
-                text = decoder.decode(self._llm.detokenize([token]))
+                text = decoder.feed(self._llm.detokenize([token]))
                 if text:
                     parts.append(text)
                     on_delta(text)
@@ -371,7 +385,7 @@ class LlamaCppEngine:
                     break
         finally:
             stream.close()
-        tail = decoder.decode(b"", final=True)
+        tail = decoder.flush()
         if tail and finish != FinishReason.CANCELLED:
             parts.append(tail)
             on_delta(tail)

@@ -336,3 +336,14 @@ def test_session_rpcs_validate_ids(served: Served) -> None:
     with pytest.raises(grpc.RpcError) as info:
         served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="bad id"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_token_decoder_holds_split_utf8_characters() -> None:
+    from llm_service.engine import TokenTextDecoder
+
+    text = "Café 😀 日本"
+    data = text.encode("utf-8")
+    decoder = TokenTextDecoder()
+    deltas = [decoder.feed(data[i : i + 1]) for i in range(len(data))]  # one byte per "token"
+    assert "".join(deltas) + decoder.flush() == text
+    assert all("\ufffd" not in d for d in deltas)

@@ -237,3 +237,20 @@ def test_grpcurl_streams_deltas(server: ServiceProcess) -> None:
         text = text[end:].strip()
     assert len(messages) >= 3 and "final" in messages[-1]
     assert "".join(m.get("text", "") for m in messages[:-1]) == messages[-1]["final"]["text"]
+
+
+def test_real_tokens_decode_multibyte_text() -> None:
+    """The model's own tokens for accents, CJK and emoji stream back as whole characters."""
+    from llama_cpp import Llama
+
+    from llm_service.engine import TokenTextDecoder
+    from llm_service.models import resolve_model
+
+    vocab = Llama(str(resolve_model("smollm2-135m")[1]), vocab_only=True, verbose=False)
+    text = "Café, naïve 😀 日本語 ok"
+    tokens = vocab.tokenize(text.encode("utf-8"), add_bos=False)
+    decoder = TokenTextDecoder()
+    deltas = [decoder.feed(vocab.detokenize([t])) for t in tokens]
+    vocab.close()
+    assert "".join(deltas) + decoder.flush() == text
+    assert all("\ufffd" not in d for d in deltas)
