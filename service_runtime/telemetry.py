@@ -7,6 +7,7 @@ with short export timeouts, so a missing or slow collector never blocks or fails
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -88,16 +89,33 @@ def incoming_context(metadata: Sequence[Any] | None) -> otel_context.Context:
 
 @contextlib.contextmanager
 def server_span(name: str, grpc_context: Any, **attributes: Any) -> Iterator[Span]:
-    """A SERVER span whose parent is the caller's span from the gRPC metadata."""
+    """A SERVER span whose parent is the caller's span from the gRPC metadata.
+
+    The span is current inside the block (children parent on it). Safe around the `yield`s of
+    an async-generator handler: when the client cancels, grpc finalises the generator in
+    another contextvars Context, where restoring the previous context is impossible and moot.
+    """
     parent = incoming_context(grpc_context.invocation_metadata())
-    with tracer("voice").start_as_current_span(
-        name, context=parent, kind=SpanKind.SERVER, attributes=_clean(attributes)
-    ) as span:
+    span = tracer("voice").start_span(name, context=parent, kind=SpanKind.SERVER, attributes=_clean(attributes))
+    token = otel_context.attach(trace.set_span_in_context(span, parent))
+    try:
+        yield span
+    except BaseException as error:  # cancellation and aborts end the span too
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        raise
+    finally:
+        span.end()
+        _detach_quietly(token)
+
+
+def _detach_quietly(token: object) -> None:
+    if isinstance(token, contextvars.Token):
         try:
-            yield span
-        except BaseException as error:  # cancellation and aborts end the span too
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-            raise
+            token.var.reset(token)
+        except ValueError:
+            pass  # created in another Context (generator finalised elsewhere): nothing to restore
+    else:
+        otel_context.detach(token)  # type: ignore[arg-type]
 
 
 def _clean(attributes: dict[str, Any]) -> dict[str, Any]:
