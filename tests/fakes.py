@@ -1,0 +1,393 @@
+"""Fake STT, LLM and TTS gRPC servicers with scripted behaviour, for fast orchestration tests.
+
+They implement the real protos on an in-process grpc.aio server (port 0) and expose asyncio
+events a test can wait on or set, so timing is controlled without sleeps:
+
+* FakeSpeechToText plays a script of events, each released when the client has sent enough
+  audio (`at_ms`) and, optionally, when the test sets `after`.
+* FakeLanguageModel streams a scripted reply word by word, can hold after N words until the test
+  sets `release`, and keeps sessions like llm_service: a finished turn stores the user message
+  and the reply, a turn cancelled while generating stores the user message and an EMPTY reply,
+  RecordHeardReply replaces the last assistant reply.
+* FakeTextToSpeech speaks each complete sentence as a constant tone: `samples_per_char` samples
+  per character, in chunks, with the sentence text and character offsets like tts_service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from orchestrator.audio import AudioSink, MemorySink
+from voice.llm.v1 import llm_pb2, llm_pb2_grpc
+from voice.stt.v1 import stt_pb2, stt_pb2_grpc
+from voice.tts.v1 import tts_pb2, tts_pb2_grpc
+
+Ev = stt_pb2.StreamingRecognizeResponse
+
+
+@dataclass
+class SttStep:
+    """One scripted STT event."""
+
+    event: int
+    text: str = ""
+    at_ms: int | None = None  # emitted once this much audio has arrived (None: when input ends)
+    after: asyncio.Event | None = None  # and once the test has set this
+    start_ms: int = 0
+    end_ms: int = 0
+    utterance_index: int = 0
+
+
+def utterance(
+    text: str, start_ms: int, end_ms: int, final_at_ms: int, *, index: int = 0, candidate_at_ms: int | None = None
+) -> list[SttStep]:
+    """SPEECH_STARTED, one INTERIM, optional CANDIDATE_FINAL and the FINAL of one utterance."""
+    steps = [
+        SttStep(Ev.SPEECH_STARTED, at_ms=start_ms + 100, start_ms=start_ms, utterance_index=index),
+        SttStep(Ev.INTERIM, text.split()[0], at_ms=start_ms + 200, start_ms=start_ms, utterance_index=index),
+    ]
+    if candidate_at_ms is not None:
+        steps.append(SttStep(Ev.CANDIDATE_FINAL, text, at_ms=candidate_at_ms, start_ms=start_ms, end_ms=end_ms))
+    steps.append(SttStep(Ev.FINAL, text, at_ms=final_at_ms, start_ms=start_ms, end_ms=end_ms, utterance_index=index))
+    return steps
+
+
+class FakeSpeechToText(stt_pb2_grpc.SpeechToTextServicer):
+    def __init__(self, steps: list[SttStep] | None = None, recognize_text: str = "") -> None:
+        self.steps = steps or []
+        self.recognize_text = recognize_text
+        self.configs: list[stt_pb2.RecognitionConfig] = []
+        self.recognize_requests: list[stt_pb2.RecognizeRequest] = []
+        self.streams_opened = 0
+        self.emitted: list[int] = []
+        self.input_ended = asyncio.Event()
+
+    async def StreamingRecognize(
+        self, request_iterator: AsyncIterator[stt_pb2.StreamingRecognizeRequest], context: Any
+    ) -> AsyncIterator[stt_pb2.StreamingRecognizeResponse]:
+        self.streams_opened += 1
+        state = {"ms": 0.0, "rate": 16000}
+        changed = asyncio.Event()
+        ended = asyncio.Event()
+
+        async def read() -> None:
+            async for request in request_iterator:
+                if request.HasField("config"):
+                    self.configs.append(request.config)
+                    state["rate"] = request.config.sample_rate_hz or 16000
+                else:
+                    state["ms"] += len(request.audio) / 2 / state["rate"] * 1000
+                changed.set()
+            ended.set()
+            self.input_ended.set()
+            changed.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            for step in self.steps:
+                if step.after is not None:
+                    await step.after.wait()
+                while not ended.is_set() and (step.at_ms is None or state["ms"] < step.at_ms):
+                    changed.clear()
+                    await changed.wait()
+                self.emitted.append(step.event)
+                yield Ev(
+                    event=step.event,  # type: ignore[arg-type]
+                    text=step.text,
+                    is_final=step.event == Ev.FINAL,
+                    utterance_index=step.utterance_index,
+                    start_ms=step.start_ms,
+                    end_ms=step.end_ms,
+                    audio_position_ms=int(state["ms"]),
+                )
+            await ended.wait()
+        finally:
+            reader.cancel()
+
+    async def Recognize(self, request: stt_pb2.RecognizeRequest, context: Any) -> stt_pb2.RecognizeResponse:
+        self.recognize_requests.append(request)
+        duration_ms = len(request.audio) / 2 / (request.config.sample_rate_hz or 16000) * 1000
+        return stt_pb2.RecognizeResponse(text=self.recognize_text, audio_duration_ms=int(duration_ms))
+
+
+@dataclass
+class FakeGeneration:
+    user_text: str
+    session_id: str
+    words_sent: int = 0
+    cancelled: bool = False
+    finished: bool = False
+    tentative: bool = False
+
+
+class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
+    def __init__(
+        self,
+        reply: str | Callable[[str], str] = "Hello there. How can I help you today?",
+        *,
+        hold_after_words: int | None = None,
+        release: asyncio.Event | None = None,
+        word_delay_s: float = 0.0,
+    ) -> None:
+        self.reply = reply
+        self.hold_after_words = hold_after_words
+        self.release = release or asyncio.Event()
+        self.word_delay_s = word_delay_s
+        self.sessions: dict[str, list[tuple[str, str]]] = {}
+        self.generations: list[FakeGeneration] = []
+        self.generation_started = asyncio.Event()
+        self.generation_cancelled = asyncio.Event()
+        self.generation_finished = asyncio.Event()
+        self.held = asyncio.Event()  # a generation is waiting for `release`
+        self.heard_records: list[str] = []
+
+    def _reply_for(self, text: str) -> str:
+        return self.reply(text) if callable(self.reply) else self.reply
+
+    async def Generate(self, request: llm_pb2.GenerateRequest, context: Any) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        user = [m.content for m in request.messages if m.role == "user"][-1]
+        gen = FakeGeneration(user, request.session_id, tentative=bool(getattr(request, "tentative", False)))
+        self.generations.append(gen)
+        self.generation_started.set()
+        words = re.findall(r"\S+\s*", self._reply_for(user))
+        try:
+            for i, word in enumerate(words):
+                if self.hold_after_words is not None and i == self.hold_after_words:
+                    self.held.set()
+                    await self.release.wait()
+                if self.word_delay_s:
+                    await asyncio.sleep(self.word_delay_s)  # simulated generation speed
+                gen.words_sent += 1
+                yield llm_pb2.GenerateResponse(text=word)
+            text = "".join(words)
+            if request.session_id:
+                self.sessions.setdefault(request.session_id, []).extend([("user", user), ("assistant", text)])
+            gen.finished = True
+            self.generation_finished.set()
+            yield llm_pb2.GenerateResponse(
+                final=llm_pb2.GenerationSummary(finish_reason=llm_pb2.STOP, completion_tokens=len(words), text=text)
+            )
+        except asyncio.CancelledError:
+            gen.cancelled = True
+            if request.session_id and not gen.tentative:  # like llm_service: interrupted marker
+                self.sessions.setdefault(request.session_id, []).extend([("user", user), ("assistant", "")])
+            self.generation_cancelled.set()
+            raise
+
+    async def RecordHeardReply(
+        self, request: llm_pb2.RecordHeardReplyRequest, context: Any
+    ) -> llm_pb2.RecordHeardReplyResponse:
+        history = self.sessions.get(request.session_id)
+        if not history or history[-1][0] != "assistant":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "last message is not an assistant reply")
+        assert history is not None
+        history[-1] = ("assistant", request.heard_text)
+        self.heard_records.append(request.heard_text)
+        return llm_pb2.RecordHeardReplyResponse(stored_text=request.heard_text)
+
+    async def ResetSession(self, request: llm_pb2.ResetSessionRequest, context: Any) -> llm_pb2.ResetSessionResponse:
+        history = self.sessions.pop(request.session_id, None)
+        if history is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"session {request.session_id!r} is unknown")
+        return llm_pb2.ResetSessionResponse(dropped_messages=len(history or []))
+
+    async def GetSession(self, request: llm_pb2.GetSessionRequest, context: Any) -> llm_pb2.GetSessionResponse:
+        history = self.sessions.get(request.session_id)
+        if history is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"session {request.session_id!r} is unknown")
+        return llm_pb2.GetSessionResponse(
+            messages=[llm_pb2.ChatMessage(role=r, content=c) for r, c in history or []], context_tokens=2048
+        )
+
+
+_SENTENCE = re.compile(r"[^.!?]*[.!?]+\s*")
+_SENTENCE_DONE = re.compile(r".*?[.!?]+\s+", re.S)
+
+
+@dataclass
+class FakeSynthesis:
+    texts: list[str] = field(default_factory=list)
+    chunks_sent: int = 0
+    cancelled: bool = False
+    finished: bool = False
+
+
+class FakeTextToSpeech(tts_pb2_grpc.TextToSpeechServicer):
+    def __init__(self, *, sample_rate_hz: int = 16000, samples_per_char: int = 160, chunk_samples: int = 1600) -> None:
+        self.sample_rate_hz = sample_rate_hz
+        self.samples_per_char = samples_per_char
+        self.chunk_samples = chunk_samples
+        self.syntheses: list[FakeSynthesis] = []
+        self.first_audio_sent = asyncio.Event()
+        self.synthesis_cancelled = asyncio.Event()
+
+    def _speak(self, text: str, index: int, start: int) -> list[tts_pb2.SynthesizeResponse]:
+        samples = max(1, len(text.strip())) * self.samples_per_char
+        pcm = b"\x00\x10" * samples  # constant tone at 1/8 full scale
+        step = self.chunk_samples * 2
+        pieces = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+        return [
+            tts_pb2.SynthesizeResponse(
+                audio=piece,
+                sample_rate_hz=self.sample_rate_hz,
+                text=text,
+                sentence_index=index,
+                sentence_end=n == len(pieces) - 1,
+                text_start_char=start,
+                text_end_char=start + len(text),
+                spoken_text=text.strip(),
+            )
+            for n, piece in enumerate(pieces)
+        ]
+
+    async def StreamingSynthesize(
+        self, request_iterator: AsyncIterator[tts_pb2.StreamingSynthesizeRequest], context: Any
+    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        record = FakeSynthesis()
+        self.syntheses.append(record)
+        sentences: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
+
+        async def read() -> None:
+            buffer, consumed = "", 0
+            async for request in request_iterator:
+                if request.HasField("config"):
+                    continue
+                record.texts.append(request.text)
+                buffer += request.text
+                while (match := _SENTENCE_DONE.match(buffer)) is not None:
+                    sentence = match.group(0)
+                    sentences.put_nowait((sentence, consumed))
+                    consumed += len(sentence)
+                    buffer = buffer[len(sentence) :]
+            if buffer.strip():
+                sentences.put_nowait((buffer, consumed))
+            sentences.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            index = 0
+            while (item := await sentences.get()) is not None:
+                text, start = item
+                for chunk in self._speak(text, index, start):
+                    record.chunks_sent += 1
+                    self.first_audio_sent.set()
+                    yield chunk
+                index += 1
+            record.finished = True
+        except asyncio.CancelledError:
+            record.cancelled = True
+            self.synthesis_cancelled.set()
+            raise
+        finally:
+            reader.cancel()
+
+    async def Synthesize(
+        self, request: tts_pb2.SynthesizeRequest, context: Any
+    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        record = FakeSynthesis(texts=[request.text])
+        self.syntheses.append(record)
+        start = 0
+        for index, sentence in enumerate(_SENTENCE.findall(request.text) or [request.text]):
+            for chunk in self._speak(sentence, index, start):
+                record.chunks_sent += 1
+                self.first_audio_sent.set()
+                yield chunk
+            start += len(sentence)
+        record.finished = True
+
+
+@dataclass
+class FakeServices:
+    """The three fakes served on one in-process grpc.aio server (port 0)."""
+
+    stt: FakeSpeechToText
+    llm: FakeLanguageModel
+    tts: FakeTextToSpeech
+    server: grpc.aio.Server
+    address: str
+
+
+async def serve_fakes(stt: FakeSpeechToText, llm: FakeLanguageModel, tts: FakeTextToSpeech) -> FakeServices:
+    server = grpc.aio.server()
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    stt_pb2_grpc.add_SpeechToTextServicer_to_server(stt, server)
+    llm_pb2_grpc.add_LanguageModelServicer_to_server(llm, server)
+    tts_pb2_grpc.add_TextToSpeechServicer_to_server(tts, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return FakeServices(stt, llm, tts, server, f"127.0.0.1:{port}")
+
+
+class RecordingSink(MemorySink):
+    """A MemorySink that also tells the test when audio arrives (`audio_started`, `written`)."""
+
+    def __init__(self, *, realtime: bool = True) -> None:
+        super().__init__(realtime=realtime)
+        self.audio_started = asyncio.Event()
+        self.written: list[int] = []  # bytes per write, all replies
+
+    def write(self, pcm: bytes) -> None:
+        super().write(pcm)
+        self.written.append(len(pcm))
+        self.audio_started.set()
+
+
+class ManualSink(AudioSink):
+    """A sink whose playback position the test sets: `played` samples heard of the current reply.
+
+    drain() returns once the test sets `release` (or at once when `played` covers everything).
+    """
+
+    def __init__(self) -> None:
+        self.played = 0
+        self.release = asyncio.Event()
+        self.replies: list[bytes] = []
+        self.stops: list[int] = []
+        self._buffer = bytearray()
+        self._received = asyncio.Event()
+        self.sample_rate_hz = 0
+
+    def begin(self, sample_rate_hz: int) -> None:
+        self.sample_rate_hz = sample_rate_hz
+        self._buffer = bytearray()
+        self.played = 0
+
+    def write(self, pcm: bytes) -> None:
+        self._buffer += pcm
+        self._received.set()
+
+    @property
+    def received_samples(self) -> int:
+        return len(self._buffer) // 2
+
+    async def wait_for_samples(self, samples: int) -> None:
+        while self.received_samples < samples:
+            self._received.clear()
+            await self._received.wait()
+
+    def played_samples(self) -> int:
+        return min(self.played, self.received_samples)
+
+    def stop(self) -> int:
+        played = self.played_samples()
+        del self._buffer[played * 2 :]
+        self.stops.append(played)
+        return played
+
+    async def drain(self) -> None:
+        await self.release.wait()
+
+    def end(self) -> bytes:
+        audio = bytes(self._buffer)
+        self.replies.append(audio)
+        return audio
