@@ -37,7 +37,7 @@ from orchestrator.audio import (
     resample_pcm16,
 )
 from orchestrator.config import ServiceAddresses
-from orchestrator.services import check_services, error_from_rpc
+from orchestrator.services import ServiceCallError, check_services, error_from_rpc
 from service_runtime import telemetry
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 from voice.stt.v1 import stt_pb2, stt_pb2_grpc
@@ -253,6 +253,8 @@ class Conversation:
         self._speech_end_hint_ms: int | None = None
         self._barge_in_active = barge_in
         self._preemptive_active = preemptive
+        self._stt_call: Any = None
+        self._failure: BaseException | None = None
 
     # ----------------------------------------------------------------- set-up
 
@@ -274,8 +276,9 @@ class Conversation:
         return dict(self.addresses.items())[kind]
 
     def _service_error(self, kind: str, error: grpc.RpcError) -> Exception:
+        """An error naming the service: ServiceDownError when it is gone, else ServiceCallError."""
         down = error_from_rpc(kind, self._address(kind), error)
-        return down if down is not None else error
+        return down if down is not None else ServiceCallError(kind, self._address(kind), error)
 
     def _emit(self, kind: str, payload: Any = None) -> None:
         if self.listener is not None:
@@ -326,6 +329,8 @@ class Conversation:
         )
         # The STT stream spans turns: opened outside any turn span.
         call = self._stt.StreamingRecognize()
+        self._stt_call = call
+        self._failure = None
         sender = asyncio.create_task(self._send_audio(call, config, source))
         try:
             try:
@@ -335,29 +340,36 @@ class Conversation:
                         break
                     await self._on_stt_event(response)
             except grpc.RpcError as error:
-                if sender.done() and sender.exception() is not None:
-                    raise sender.exception() from error  # type: ignore[misc]
-                raise self._service_error("stt", error) from None
-            await sender
-            if self._spec is not None:
-                await self._discard(self._spec)
-                self._spec = None
-            pending = [t.task for t in self._turns if t.task is not None and not t.done.is_set()]
-            while pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-                pending = [t.task for t in self._turns if t.task is not None and not t.done.is_set()]
-            for turn in self._turns:  # re-raise the first failure of a turn (e.g. a service went down)
-                if turn.task is not None and turn.task.done() and not turn.task.cancelled() and turn.task.exception():
-                    raise turn.task.exception()  # type: ignore[misc]
+                if self._failure is None:  # a failed turn cancels the STT call: report the turn's error
+                    if sender.done() and not sender.cancelled() and sender.exception() is not None:
+                        raise sender.exception() from None  # type: ignore[misc]
+                    raise self._service_error("stt", error) from None
+            if self._failure is None:
+                await sender
+                if self._spec is not None:
+                    spec, self._spec = self._spec, None
+                    await self._discard(spec)
+                pending = [t.task for t in self._turns if t.task is not None and not t.task.done()]
+                while pending and self._failure is None:
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                    pending = [t.task for t in self._turns if t.task is not None and not t.task.done()]
+            if self._failure is not None:
+                raise self._failure
         finally:
             if not sender.done():
                 sender.cancel()
-                call.cancel()
+            call.cancel()
             for turn in self._turns:
                 if turn.task is not None and not turn.task.done():
                     self._cancel_calls(turn)
                     turn.task.cancel()
-            self._turns = [t for t in self._turns if not t.done.is_set()]
+                    with contextlib.suppress(BaseException):
+                        await turn.task
+                if not turn.done.is_set():
+                    self._abort(turn, RuntimeError("conversation run ended"))
+            self._turns = []
+            self._spec = None
+            self._current = None
         return sorted(self._run_results, key=lambda r: r.utterance_index)
 
     async def _send_audio(self, call: Any, config: stt_pb2.RecognitionConfig, source: AsyncIterator[bytes]) -> None:
@@ -465,7 +477,17 @@ class Conversation:
         self._turns.append(turn)
         runner = self._run_streaming_turn if self.mode == "streaming" else self._run_sync_turn
         turn.task = asyncio.create_task(runner(turn))
+        turn.task.add_done_callback(self._turn_ended)
         return turn
+
+    def _turn_ended(self, task: asyncio.Task[None]) -> None:
+        """A turn that failed (e.g. its service went down) ends the run with its error at once."""
+        if task.cancelled() or task.exception() is None:
+            return
+        if self._failure is None:
+            self._failure = task.exception()
+            if self._stt_call is not None:
+                self._stt_call.cancel()
 
     def _mark_final(self, turn: _Turn, event: stt_pb2.StreamingRecognizeResponse) -> None:
         turn.t_final = time.perf_counter()
@@ -512,10 +534,13 @@ class Conversation:
                 await asyncio.gather(llm_task, tts_task, play_task, return_exceptions=True)
                 raise
             self._finish(turn)
-        except grpc.RpcError as error:
-            kind = "llm" if turn.calls.get("llm") is not None and not turn.llm_done.is_set() else "tts"
-            self._abort(turn, error)
-            raise self._service_error(kind, error) from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            kind = "llm" if not turn.llm_done.is_set() else "tts"
+            failure = self._service_error(kind, error) if isinstance(error, grpc.RpcError) else error
+            self._abort(turn, failure)
+            raise failure from None
         finally:
             turn.llm_done.set()
 
@@ -678,9 +703,12 @@ class Conversation:
                 turn.audio = self.sink.end()
             turn.t_end = time.perf_counter()
             self._finish(turn)
-        except grpc.RpcError as error:
-            self._abort(turn, error)
-            raise self._service_error(kind, error) from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            failure = self._service_error(kind, error) if isinstance(error, grpc.RpcError) else error
+            self._abort(turn, failure)
+            raise failure from None
         finally:
             turn.llm_done.set()
 
@@ -760,6 +788,8 @@ class Conversation:
         self._emit("discarded", turn.transcript)
 
     def _abort(self, turn: _Turn, error: BaseException) -> None:
+        if turn.done.is_set():
+            return
         self._cancel_calls(turn)
         if self.sink is not None and turn.playing:
             self.sink.stop()

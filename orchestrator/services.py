@@ -23,6 +23,18 @@ class ServiceDownError(RuntimeError):
         )
 
 
+class ServiceCallError(RuntimeError):
+    """A call to a service failed for another reason than the service being down."""
+
+    def __init__(self, kind: str, address: str, error: grpc.RpcError) -> None:
+        self.kind = kind
+        self.address = address
+        self.code = error.code() if hasattr(error, "code") else None
+        details = error.details() if hasattr(error, "details") else str(error)
+        code = self.code.name if self.code is not None else "ERROR"
+        super().__init__(f"{SERVICE_NAMES.get(kind, kind)} at {address} failed: {code}: {details}")
+
+
 def error_from_rpc(kind: str, address: str, error: grpc.RpcError) -> ServiceDownError | None:
     """A ServiceDownError when `error` means the service is gone, else None."""
     code = error.code() if hasattr(error, "code") else None

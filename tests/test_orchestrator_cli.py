@@ -1,0 +1,112 @@
+"""The `orchestrator` command as a user runs it (subprocess): file mode against fakes, and its errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from orchestrator.audio import load_wav_pcm16, read_wav, rms, write_wav
+from tests.fakes import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech, serve_fakes, utterance
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STT_", "LLM_", "TTS_"))}
+    return {**env, **extra}
+
+
+def test_file_mode_writes_reply_wav_json_lines_and_the_latency_table(tmp_path: Path) -> None:
+    question = tmp_path / "question.wav"
+    write_wav(question, bytes(16000 * 2), 16000)  # the fake STT does not listen
+    reply_wav, jsonl = tmp_path / "reply.wav", tmp_path / "turns.jsonl"
+    reply = "Paris is sunny today. Enjoy it!"
+
+    async def scenario() -> tuple[int, str, str]:
+        fakes = await serve_fakes(
+            FakeSpeechToText(utterance("what is the weather", 100, 600, 800)),
+            FakeLanguageModel(reply),
+            FakeTextToSpeech(sample_rate_hz=22050),
+        )
+        env = clean_env(
+            STT_ADDRESS=fakes.address,
+            LLM_ADDRESS=fakes.address,
+            TTS_ADDRESS=fakes.address,
+            JAEGER_UI_URL="http://jaeger.example:16686",
+        )
+        args = ["talk", "--input", str(question), "--output", str(reply_wav), "--json", str(jsonl), "--no-pace"]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "orchestrator", *args, cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        await fakes.server.stop(None)
+        return process.returncode or 0, out.decode(), err.decode()
+
+    code, out, err = asyncio.run(scenario())
+    assert code == 0, out + err
+    assert "you: what is the weather" in out
+    assert "agent: Paris is sunny today. Enjoy it!" in out
+    for label in ("STT final", "first token", "first sentence", "first audio", "playback start", "DEAD AIR", "total"):
+        assert label in out
+    (record,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert f"http://jaeger.example:16686/trace/{record['trace_id']}" in out
+    for key in ("mode", "transcript", "reply", "dead_air_ms", "stt_final_ms", "llm_ttft_ms", "tts_ttfa_ms", "total_ms"):
+        assert key in record
+    assert record["mode"] == "streaming" and record["reply"] == reply and record["barge_in"] is False
+    samples, rate = read_wav(reply_wav)
+    assert rate == 22050 and len(samples) > 0.1 * rate
+    assert rms(load_wav_pcm16(reply_wav, 22050)) > 0.05
+
+
+def test_service_down_is_one_clear_line_naming_it_and_make_serve(tmp_path: Path) -> None:
+    question = tmp_path / "q.wav"
+    write_wav(question, bytes(3200), 16000)
+    port = closed_port()
+    env = clean_env(LLM_ADDRESS=f"127.0.0.1:{port}")
+
+    async def scenario() -> tuple[int, str]:
+        fakes = await serve_fakes(FakeSpeechToText(), FakeLanguageModel(), FakeTextToSpeech())
+        env.update(STT_ADDRESS=fakes.address, TTS_ADDRESS=fakes.address)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "orchestrator", "talk", "--input", str(question), cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        await fakes.server.stop(None)
+        return process.returncode or 0, out.decode()
+
+    code, out = asyncio.run(scenario())
+    assert code != 0
+    assert "Traceback" not in out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, out
+    assert "llm-service" in out and f"127.0.0.1:{port}" in out and "make serve" in out
+    assert "stt-service" not in out and "tts-service" not in out
+
+
+def test_talk_without_an_audio_device_says_so_and_shows_file_mode() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "talk"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Traceback" not in out
+    assert "no audio input/output device found" in out
+    assert "--input" in out and "--output" in out
