@@ -75,6 +75,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
     load_before = os.getloadavg()
+    phases: dict[str, float] = {}
     t_start = time.perf_counter()
     if args.use_running or addresses:
         progress("attaching to running services ...")
@@ -86,6 +87,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     channels = {kind: grpc.aio.insecure_channel(addr) for kind, addr in services.addresses.items()}
     try:
+        phases["start_s"] = round(time.perf_counter() - t_start, 1)
+        mark = time.perf_counter()
         progress("warming up (one call per service) ...")
         await components.warm_up(channels, utts[0])
         if not args.skip_components:
@@ -105,6 +108,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             progress("TTS: Synthesize agent-like replies (time to first audio, real-time factor)")
             results["tts"] = await components.tts_bench(channels["tts"], progress)
 
+        phases["components_s"] = round(time.perf_counter() - mark, 1)
+        mark = time.perf_counter()
         if args.components_only:
             results["notes"].append("turns skipped (--components-only)")
         elif importlib.util.find_spec("orchestrator.pipeline") is None:
@@ -117,6 +122,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             rows = await turns.alternating(services.addresses, utts, args.rounds, progress)
             results.update(turns.summarize_turns(rows))
             results["turns"] = rows
+            phases["turns_s"] = round(time.perf_counter() - mark, 1)
+            mark = time.perf_counter()
             levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
             if levels:
                 progress(
@@ -125,6 +132,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["concurrency"] = await turns.concurrency(
                     services.addresses, utts, levels, args.concurrency_turns, progress
                 )
+            phases["concurrency_s"] = round(time.perf_counter() - mark, 1)
         results["service_stats_after"] = await components.service_stats(channels)
         results["services"] = services.describe()
     finally:
@@ -139,6 +147,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results["targets"] = evaluate_targets(results)
     results["seed_baseline"] = report.SEED_BASELINE
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    results["phases_s"] = phases
     return results
 
 
@@ -157,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     table = report.render(results)
     print()
     print(table)
-    print(f"\nbench took {results['bench_wall_s']}s")
+    print(f"\nbench took {results['bench_wall_s']}s {results.get('phases_s')}")
     if args.no_write:
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)

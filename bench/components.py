@@ -92,11 +92,14 @@ async def stt_stream_one(stub: stt_pb2_grpc.SpeechToTextStub, utt: Utterance) ->
     call = stub.StreamingRecognize(timeout=60)
     config = stt_pb2.RecognitionConfig(sample_rate_hz=rate, encoding=stt_pb2.LINEAR16, interim_results=False)
     finals: list[tuple[float, Any]] = []
+    candidates: list[tuple[float, Any]] = []
     done = asyncio.Event()
 
     async def reader() -> None:
         async for msg in call:
-            if msg.event == STT_EVENT.FINAL:
+            if msg.event == STT_EVENT.CANDIDATE_FINAL:
+                candidates.append((time.perf_counter(), msg))
+            elif msg.event == STT_EVENT.FINAL:
                 finals.append((time.perf_counter(), msg))
                 if msg.audio_position_ms >= utt.speech_end_ms:
                     done.set()
@@ -145,6 +148,10 @@ async def stt_stream_one(stub: stt_pb2_grpc.SpeechToTextStub, utt: Utterance) ->
                 "from_candidate": bool(msg.from_candidate),
             }
         )
+        # The last CANDIDATE_FINAL after the end of speech: when a preemptive client can start the LLM.
+        late = [t for t, m in candidates if m.end_ms >= utt.speech_end_ms - 300 and t <= t_final]
+        if late and t_eos:
+            row["eos_to_candidate_ms"] = _ms(t_eos, late[-1])
     return row
 
 
@@ -155,13 +162,15 @@ async def stt_streaming(channel: grpc.aio.Channel, utts: list[Utterance], progre
         row = await stt_stream_one(stub, utt)
         rows.append(row)
         progress(
-            f"  stt stream    {utt.name:<20} eos->final={row.get('eos_to_final_ms')}ms "
+            f"  stt stream    {utt.name:<20} eos->candidate={row.get('eos_to_candidate_ms')}ms "
+            f"eos->final={row.get('eos_to_final_ms')}ms "
             f"after-endpoint={row.get('final_after_endpoint_ms')}ms decode={row.get('decode_ms')}ms "
             f"candidate={row.get('from_candidate')} finals={row['finals']}  {row['text']!r}"
         )
     reused = [r["from_candidate"] for r in rows if "from_candidate" in r]
     return {
         "eos_to_final_ms": summarize(r.get("eos_to_final_ms") for r in rows),
+        "eos_to_candidate_ms": summarize(r.get("eos_to_candidate_ms") for r in rows),
         "final_after_endpoint_ms": summarize(r.get("final_after_endpoint_ms") for r in rows),
         "endpoint_silence_ms": summarize(r.get("endpoint_silence_ms") for r in rows),
         "final_decode_ms": summarize(r.get("decode_ms") for r in rows),

@@ -176,6 +176,12 @@ def render(results: Mapping[str, Any]) -> str:
                 "incl. endpoint silence",
             ],
             [
+                "STT end of speech -> CANDIDATE_FINAL (ms)",
+                _p(stt.get("eos_to_candidate_ms")),
+                _p(stt.get("eos_to_candidate_ms"), "p95"),
+                "when a preemptive LLM call can start",
+            ],
+            [
                 "STT FINAL after endpoint (ms)",
                 _p(stt.get("final_after_endpoint_ms")),
                 _p(stt.get("final_after_endpoint_ms"), "p95"),
