@@ -41,17 +41,6 @@ GREEDY = llm_pb2.SamplingOptions(temperature=0.0, seed=7)
 # A turn on these small models takes ~1-2 s without pacing: anything beyond this is a hang.
 TURN_BOUND_S = 10.0
 
-# Filed bug (see docs/RELIABILITY.md): orchestrator/pipeline.py Conversation._run_streaming_turn
-# only catches grpc.RpcError, but _pump_llm/_pump_tts already raise ServiceDownError, so the
-# failed turn is never aborted (turn.done never set) and Conversation.run() loops forever on
-# its `pending` turns: the turn hangs instead of reporting the dead service, and the
-# Conversation stays wedged (the next turn waits on the dead turn's `done`).
-HANG_BUG = (
-    "orchestrator/pipeline.py Conversation._run_streaming_turn: ServiceDownError from _pump_llm/_pump_tts "
-    "is not an RpcError, so _abort() never runs, turn.done is never set and Conversation.run() spins on "
-    "its pending turns forever (hang instead of naming the dead service)"
-)
-
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
@@ -98,14 +87,8 @@ async def wait_idle(stack: Stack, timeout_s: float = 10.0) -> tuple[int, int, in
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "stt",
-        pytest.param("llm", marks=pytest.mark.xfail(strict=True, reason=HANG_BUG)),
-        pytest.param("tts", marks=pytest.mark.xfail(strict=True, reason=HANG_BUG)),
-    ],
-)
+# Found a hang here (failed llm/tts turn never aborted, Conversation.run spun forever); fixed in bb49ca0.
+@pytest.mark.parametrize("kind", ["stt", "llm", "tts"])
 def test_service_killed_mid_turn_is_named_without_hang_and_restart_serves_the_next_turn(
     stack: Stack, kind: str
 ) -> None:
