@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-tokens", type=int, default=0, help="LLM reply token limit (0 = server default)")
         p.add_argument("--endpoint-silence-ms", type=int, default=0, help="STT long endpoint (0 = server default)")
         p.add_argument("--candidate-silence-ms", type=int, default=0, help="STT candidate pause (0 = default)")
+        p.add_argument(
+            "--min-endpoint-silence-ms",
+            type=int,
+            default=0,
+            help="STT short endpoint, complete sentences (0 = default)",
+        )
         p.add_argument("--json", type=Path, default=None, metavar="PATH", help="append one JSON line per turn")
         p.add_argument("--quiet", action="store_true", help="no live transcript or latency table")
 
@@ -141,6 +147,7 @@ def _conversation(args: argparse.Namespace, sink: AudioSink, printer: Printer, b
         max_tokens=args.max_tokens,
         endpoint_silence_ms=args.endpoint_silence_ms,
         candidate_silence_ms=args.candidate_silence_ms,
+        min_endpoint_silence_ms=args.min_endpoint_silence_ms,
         listener=printer,
     )
 
@@ -229,7 +236,10 @@ async def demo(args: argparse.Namespace) -> int:
     except ServiceDownError as error:
         if not all(_local_port(a) for _, a in addresses.items()):
             raise
-        print(f"{error.args[0].split(':')[0]}; starting the services (first start loads the models) ...", flush=True)
+        name = SERVICE_NAMES.get(error.kind, error.kind)
+        print(
+            f"{name} is not up at {error.address}: starting the services (first start loads the models) ...", flush=True
+        )
         await asyncio.to_thread(_start_services, args.timeout_s)
         await check_services(addresses, timeout_s=10)
     try:

@@ -216,6 +216,7 @@ class Conversation:
         language: str = "",
         endpoint_silence_ms: int = 0,
         candidate_silence_ms: int = 0,
+        min_endpoint_silence_ms: int = 0,
         voice: str = "",
         max_tokens: int = 0,
         sampling: llm_pb2.SamplingOptions | None = None,
@@ -232,6 +233,7 @@ class Conversation:
         self.language = language
         self.endpoint_silence_ms = endpoint_silence_ms
         self.candidate_silence_ms = candidate_silence_ms
+        self.min_endpoint_silence_ms = min_endpoint_silence_ms
         self.voice = voice
         self.max_tokens = max_tokens
         self.sampling = sampling
@@ -327,6 +329,8 @@ class Conversation:
             endpoint_silence_ms=self.endpoint_silence_ms,
             candidate_silence_ms=self.candidate_silence_ms,
         )
+        if self.min_endpoint_silence_ms and "min_endpoint_silence_ms" in config.DESCRIPTOR.fields_by_name:
+            setattr(config, "min_endpoint_silence_ms", self.min_endpoint_silence_ms)  # noqa: B010 - newer contract
         # The STT stream spans turns: opened outside any turn span.
         call = self._stt.StreamingRecognize()
         self._stt_call = call

@@ -33,6 +33,10 @@ from voice.tts.v1 import tts_pb2, tts_pb2_grpc
 Ev = stt_pb2.StreamingRecognizeResponse
 
 
+def _traceparent(context: Any) -> str:
+    return next((str(v) for k, v in context.invocation_metadata() or () if k == "traceparent"), "")
+
+
 @dataclass
 class SttStep:
     """One scripted STT event."""
@@ -148,11 +152,13 @@ class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
         self.generation_finished = asyncio.Event()
         self.held = asyncio.Event()  # a generation is waiting for `release`
         self.heard_records: list[str] = []
+        self.traceparents: list[str] = []  # W3C traceparent of each Generate call
 
     def _reply_for(self, text: str) -> str:
         return self.reply(text) if callable(self.reply) else self.reply
 
     async def Generate(self, request: llm_pb2.GenerateRequest, context: Any) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        self.traceparents.append(_traceparent(context))
         user = [m.content for m in request.messages if m.role == "user"][-1]
         gen = FakeGeneration(user, request.session_id, tentative=bool(getattr(request, "tentative", False)))
         self.generations.append(gen)
@@ -218,6 +224,7 @@ class FakeSynthesis:
     chunks_sent: int = 0
     cancelled: bool = False
     finished: bool = False
+    traceparent: str = ""
 
 
 class FakeTextToSpeech(tts_pb2_grpc.TextToSpeechServicer):
@@ -251,7 +258,7 @@ class FakeTextToSpeech(tts_pb2_grpc.TextToSpeechServicer):
     async def StreamingSynthesize(
         self, request_iterator: AsyncIterator[tts_pb2.StreamingSynthesizeRequest], context: Any
     ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
-        record = FakeSynthesis()
+        record = FakeSynthesis(traceparent=_traceparent(context))
         self.syntheses.append(record)
         sentences: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
 
