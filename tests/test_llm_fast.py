@@ -347,3 +347,22 @@ def test_token_decoder_holds_split_utf8_characters() -> None:
     deltas = [decoder.feed(data[i : i + 1]) for i in range(len(data))]  # one byte per "token"
     assert "".join(deltas) + decoder.flush() == text
     assert all("\ufffd" not in d for d in deltas)
+
+
+def test_generate_span_has_turn_attributes(served: Served) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from service_runtime import telemetry
+
+    exporter = InMemorySpanExporter()
+    telemetry.setup_tracing("llm-test").add_span_processor(SimpleSpanProcessor(exporter))
+    generate(served.stub, session_id="traced", messages=[user("hello")])
+    spans = [s for s in exporter.get_finished_spans() if s.name == "llm.generate"]
+    assert spans, "no llm.generate span"
+    attrs = spans[-1].attributes or {}
+    for key in ("queue_wait_ms", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "ttft_ms",
+                "tokens_per_second", "dropped_messages", "finish_reason"):  # fmt: skip
+        assert key in attrs, key
+    assert attrs["session_id"] == "traced" and attrs["finish_reason"] == "stop"
+    assert "first_token" in [e.name for e in spans[-1].events]
