@@ -102,16 +102,12 @@ def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
         )
         warm_s = servicer.worker.run_sync(engine.warm_up)
         slot.set(engine)
-        clamp = (
-            f" (asked {engine.n_ctx_requested}, n_ctx_train {engine.n_ctx_train})"
-            if engine.n_ctx_requested != engine.n_ctx
-            else ""
-        )
+        info: dict[str, Any] = {"backend": args.backend, "model": name, "path": path, "n_ctx": engine.n_ctx}
+        if engine.n_ctx != engine.n_ctx_requested:
+            info["n_ctx_requested"] = engine.n_ctx_requested
+            info["n_ctx_train"] = engine.n_ctx_train
         return {
-            "backend": args.backend,
-            "model": name,
-            "path": path,
-            "n_ctx": f"{engine.n_ctx}{clamp}".replace(" ", "_"),
+            **info,
             "threads": args.threads,
             "threads_batch": engine.threads_batch,
             "system_prompt_chars": len(args.system_prompt),
