@@ -507,6 +507,8 @@ class Conversation:
         turn.preemptive_used = True
         self._mark_final(turn, event)
         turn.confirmed.set()
+        if turn.reply:
+            self._emit("reply_delta", turn.reply)  # what was generated while held
 
     # ----------------------------------------------------------------- streaming turn
 

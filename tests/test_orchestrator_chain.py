@@ -95,6 +95,7 @@ def test_deltas_reach_tts_and_sink_before_the_llm_finishes() -> None:
 def test_preemptive_reply_is_held_until_the_final_confirms_it() -> None:
     text = "what time is it"
     reply = "It is noon."
+    shown: list[str] = []
 
     async def scenario() -> tuple[list[TurnResult], FakeServices, RecordingSink]:
         final_gate = asyncio.Event()
@@ -105,7 +106,9 @@ def test_preemptive_reply_is_held_until_the_final_confirms_it() -> None:
         ]
         llm = FakeLanguageModel(reply)
         sink = RecordingSink()
-        fakes, conversation = await start(FakeSpeechToText(steps), llm, sink)
+        fakes, conversation = await start(
+            FakeSpeechToText(steps), llm, sink, listener=lambda kind, text: kind == "reply_delta" and shown.append(text)
+        )
         task = asyncio.create_task(conversation.run_file(silence(1.0), 16000, pace=False))
         await wait(llm.generation_finished, "the speculative generation")
         await wait(fakes.tts.first_audio_sent, "speculative audio")
@@ -121,6 +124,7 @@ def test_preemptive_reply_is_held_until_the_final_confirms_it() -> None:
     assert len(results) == 1
     turn = results[0]
     assert turn.preemptive_used and turn.reply == reply
+    assert "".join(shown) == reply, "the listener shows the held reply once it is confirmed"
     assert len(fakes.llm.generations) == 1, "the confirmed candidate's work is reused, not redone"
     assert sum(sink.written) // 2 == spoken_samples(reply)
     assert turn.tts_ttfa_ms is not None and turn.stt_final_ms is not None and turn.dead_air_ms is not None
