@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-components", action="store_true", help="skip the direct gRPC component measurements")
     p.add_argument("--concurrency", default="1,2,4", help="simultaneous conversations to try ('' = skip)")
     p.add_argument("--concurrency-turns", type=int, default=2, help="turns per conversation at each level")
+    p.add_argument(
+        "--realtime-playback",
+        action="store_true",
+        help="play each reply in simulated real time before the next turn (slower; dead air unchanged)",
+    )
     p.add_argument("--llm-max-tokens", type=int, default=64, help="max_tokens of the LLM component runs")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results.json", help="results file (default %(default)s)")
     p.add_argument("--log-dir", type=Path, default=BENCH_DIR / "out", help="service logs, table, details")
@@ -71,11 +76,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "concurrency_turns": args.concurrency_turns,
         "pace": "real-time, 20 ms chunks (components) / orchestrator run_file(pace=True)",
+        "realtime_playback": args.realtime_playback,
         "fixtures": [u.name for u in utts],
     }
 
     load_before = os.getloadavg()
     phases: dict[str, float] = {}
+    turns.REALTIME_PLAYBACK = args.realtime_playback
     t_start = time.perf_counter()
     if args.use_running or addresses:
         progress("attaching to running services ...")

@@ -32,11 +32,22 @@ TURN_FIELDS = (
 )
 
 
+# Simulated playback of the agent's reply in real time makes each turn last as long as the reply
+# (a recipe: 30-40 s) without changing dead air; off by default to keep the bench short.
+REALTIME_PLAYBACK = False
+
+
 def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> Any:
+    from orchestrator.audio import MemorySink
     from orchestrator.config import ServiceAddresses
     from orchestrator.pipeline import Conversation
 
-    return Conversation(ServiceAddresses(**addresses), mode=mode, session_id=session_id)  # type: ignore[arg-type]
+    return Conversation(
+        ServiceAddresses(**addresses),
+        mode=mode,  # type: ignore[arg-type]
+        session_id=session_id,
+        sink=MemorySink(realtime=REALTIME_PLAYBACK),
+    )
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
