@@ -13,6 +13,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     p.add_argument(
-        "--rounds", type=int, default=1, help="times each fixture is spoken in EACH mode (default %(default)s)"
+        "--rounds", type=int, default=2, help="times each fixture is spoken in EACH mode (default %(default)s)"
     )
     p.add_argument("--use-running", action="store_true", help="use running services (default ports or the addresses)")
     for kind in KINDS:
@@ -167,8 +168,13 @@ def order(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM like Ctrl-C: unwind so the services we started are stopped
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     results = order(asyncio.run(run(args)))
     table = report.render(results)
     print()
