@@ -11,7 +11,7 @@ service drives it from a single worker thread (see `worker.py`). Prompt caching:
   session's saved state (or the cached system-prompt prefix) is restored.
 * The default system prompt is evaluated once at load time and its KV state kept, so turn 1
   of a new session only reads the user's tokens.
-* `drop_reply(key)` / `forget(key)` are lazy (recorded under a lock, applied by the worker
+* `drop_reply(key)` / `discard_after(key, kept)` / `forget(key)` are lazy (recorded under a lock, applied by the worker
   before its next generation), so they can be called from any thread.
 """
 
@@ -50,6 +50,8 @@ class FinishReason(str, Enum):
 class Message:
     role: str
     content: str
+    # Session bookkeeping only (GenerateRequest.turn_id, "" = none): never shown to the model.
+    turn_id: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -75,15 +77,18 @@ class GenerationResult:
 
 class TokenTextDecoder:
     """Token bytes -> text deltas. A character split across tokens (UTF-8 multi-byte, e.g. an
-    emoji made of byte-fallback tokens) is held back until its last byte arrives."""
+    emoji made of byte-fallback tokens) is held back until its last byte arrives. Bytes that never
+    form a character (a tail cut by max_tokens, an invalid sequence) are dropped, never turned into
+    U+FFFD: the text goes to TTS and to the session history."""
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
 
     def feed(self, data: bytes) -> str:
         return str(self._decoder.decode(data))
 
     def flush(self) -> str:
+        """End of the reply: an incomplete trailing character is dropped (returns "")."""
         return str(self._decoder.decode(b"", final=True))
 
 
@@ -106,6 +111,8 @@ class LanguageEngine(Protocol):
     ) -> GenerationResult: ...
 
     def drop_reply(self, cache_key: str) -> None: ...
+
+    def discard_after(self, cache_key: str, kept: Sequence[Message]) -> None: ...
 
     def forget(self, cache_key: str) -> None: ...
 
@@ -191,6 +198,7 @@ class LlamaCppEngine:
         self._lock = threading.Lock()  # guards the pending invalidations below
         self._pending_forget: set[str] = set()
         self._pending_drop: set[str] = set()
+        self._pending_trim: dict[str, list[Message]] = {}
         self._live_key: str | None = None
         self._last_prompt_len: dict[str, int] = {}
         self._saved: OrderedDict[str, _SavedState] = OrderedDict()
@@ -256,8 +264,8 @@ class LlamaCppEngine:
 
     def _apply_pending(self) -> None:
         with self._lock:
-            forget, drop = self._pending_forget, self._pending_drop
-            self._pending_forget, self._pending_drop = set(), set()
+            forget, drop, trim = self._pending_forget, self._pending_drop, self._pending_trim
+            self._pending_forget, self._pending_drop, self._pending_trim = set(), set(), {}
         for key in forget:
             self._saved.pop(key, None)
             self._last_prompt_len.pop(key, None)
@@ -273,6 +281,19 @@ class LlamaCppEngine:
                 self._llm._requires_eval = True
             elif key in self._saved:
                 self._saved[key].valid = min(self._saved[key].valid, keep)
+        for key, kept in trim.items():
+            # Keep the KV of the tokens the kept history renders to (a discarded turn's are dropped).
+            self._last_prompt_len.pop(key, None)
+            kept_tokens = self.tokenize_messages(kept)
+            if self._live_key == key:
+                n = self._common_prefix(self._live_tokens(), kept_tokens)
+                if self._llm.n_tokens > n:
+                    self._llm.n_tokens = n
+                    self._llm._ctx.kv_cache_seq_rm(-1, n, -1)
+                    self._llm._requires_eval = True
+            elif key in self._saved:
+                saved = self._saved[key]
+                saved.valid = min(saved.valid, self._common_prefix(saved.tokens[: saved.valid], kept_tokens))
 
     def _switch_to(self, cache_key: str | None, tokens: list[int]) -> None:
         """Make the context hold the state sharing the longest prefix with `tokens`."""
@@ -385,7 +406,7 @@ class LlamaCppEngine:
                     break
         finally:
             stream.close()
-        tail = decoder.flush()
+        tail = decoder.flush()  # "" when the reply ends inside a character (e.g. cut by max_tokens)
         if tail and finish != FinishReason.CANCELLED:
             parts.append(tail)
             on_delta(tail)
@@ -397,10 +418,16 @@ class LlamaCppEngine:
         with self._lock:
             self._pending_drop.add(cache_key)
 
+    def discard_after(self, cache_key: str, kept: Sequence[Message]) -> None:
+        """The session's history is now `kept` (a turn was discarded): drop the KV of later tokens."""
+        with self._lock:
+            self._pending_trim[cache_key] = list(kept)
+
     def forget(self, cache_key: str) -> None:
         with self._lock:
             self._pending_forget.add(cache_key)
             self._pending_drop.discard(cache_key)
+            self._pending_trim.pop(cache_key, None)
 
     def close(self) -> None:
         self._llm.close()

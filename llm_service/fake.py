@@ -29,6 +29,7 @@ class FakeLanguageEngine:
         self.calls: list[list[Message]] = []
         self.forgotten: list[str] = []
         self.dropped_replies: list[str] = []
+        self.trimmed: list[tuple[str, int]] = []  # (cache key, kept prefix length) per discard_after
         self._cache: dict[str | None, list[str]] = {}
 
     @staticmethod
@@ -82,6 +83,17 @@ class FakeLanguageEngine:
 
     def drop_reply(self, cache_key: str) -> None:
         self.dropped_replies.append(cache_key)
+
+    def discard_after(self, cache_key: str, kept: Sequence[Message]) -> None:
+        previous = self._cache.get(cache_key, [])
+        kept_words = self._words(kept)
+        n = 0
+        for a, b in zip(previous, kept_words, strict=False):
+            if a != b:
+                break
+            n += 1
+        self._cache[cache_key] = previous[:n]
+        self.trimmed.append((cache_key, n))
 
     def forget(self, cache_key: str) -> None:
         self.forgotten.append(cache_key)

@@ -7,6 +7,12 @@ Turn bookkeeping (documented behaviour):
   records what the user actually heard with RecordHeardReply, which replaces that marker.
 * A turn cancelled while still queued stores nothing (the model never saw it).
 * RecordHeardReply with empty heard_text stores an empty assistant reply (heard nothing).
+* A turn sent with `turn_id` can be thrown away with DiscardTurn (speculative work the user talked
+  over): it waits for the session's in-flight and queued generations to settle, then removes the
+  turn's messages (complete, interrupted or none) and trims the KV cache to the kept history.
+  Only the session's latest turn can be discarded (FAILED_PRECONDITION otherwise: a later reply
+  was conditioned on it). The id is remembered: a Generate of that turn arriving later is refused
+  and one already running stores nothing.
 * History that no longer fits n_ctx - max_tokens loses its oldest turns (system prompt kept);
   the count is reported in GenerationSummary.dropped_messages.
 * Sessions: created on first use, expire after --session-ttl-s idle; beyond --max-sessions the
@@ -25,7 +31,15 @@ from typing import Any
 import grpc
 
 from llm_service.engine import FinishReason, GenerationResult, LanguageEngine, Message, Sampling
-from llm_service.sessions import PromptTooLongError, Session, SessionLimitError, SessionStore, fit_history
+from llm_service.sessions import (
+    LaterTurnError,
+    PromptTooLongError,
+    Session,
+    SessionLimitError,
+    SessionStore,
+    discard_turn,
+    fit_history,
+)
 from llm_service.validation import (
     Limits,
     RequestError,
@@ -33,6 +47,7 @@ from llm_service.validation import (
     validate_messages,
     validate_sampling,
     validate_session_id,
+    validate_turn_id,
 )
 from llm_service.worker import Job, ModelWorker, QueueFullError
 from service_runtime.engine_slot import EngineSlot
@@ -46,7 +61,7 @@ _FINISH = {
     FinishReason.LENGTH: llm_pb2.LENGTH,
     FinishReason.CANCELLED: llm_pb2.FINISH_REASON_UNSPECIFIED,
 }
-# How long RecordHeardReply waits for the session's in-flight turn (e.g. one being cancelled).
+# How long RecordHeardReply / DiscardTurn wait for the session's in-flight turn (e.g. one being cancelled).
 SETTLE_TIMEOUT_S = 30.0
 
 
@@ -96,9 +111,11 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         arrived = time.perf_counter()
         engine = await self._slot.get(context)
         session_id = request.session_id
-        with server_span("llm.generate", context, session_id=session_id or None) as span:
+        turn_id = request.turn_id
+        with server_span("llm.generate", context, session_id=session_id or None, turn_id=turn_id or None) as span:
             try:
                 validate_session_id(session_id)
+                validate_turn_id(turn_id, session_id)
                 session = self.sessions.get(session_id) if session_id else None
                 has_history = session is not None and len(session.messages) > 1
                 messages = validate_messages(request.messages, has_history)
@@ -108,6 +125,11 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 )
                 if session_id:
                     session, _ = self.sessions.get_or_create(session_id, self.config.system_prompt)
+                if session is not None and turn_id in session.discarded:
+                    raise RequestError(
+                        "FAILED_PRECONDITION",
+                        f"turn {turn_id!r} of session {session_id!r} was discarded; use a new turn_id",
+                    )
             except RequestError as error:
                 await context.abort(getattr(grpc.StatusCode, error.code), str(error))
             except SessionLimitError as error:
@@ -136,7 +158,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                     pass
 
             job = Job(
-                lambda j: self._run(j, engine, session, messages, max_tokens, sampling, emit),
+                lambda j: self._run(j, engine, session, messages, max_tokens, sampling, emit, turn_id),
                 on_done=on_done,
             )
             job.submitted_at = arrived
@@ -180,8 +202,9 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         max_tokens: int,
         sampling: Sampling,
         emit: Callable[[Any], None],
+        turn_id: str = "",
     ) -> None:
-        """Runs on the worker thread: fit history, generate, commit the turn."""
+        """Runs on the worker thread: fit history, generate, commit the turn (tagged with `turn_id`)."""
         if job.cancelled.is_set():
             return
         default_system = Message("system", self.config.system_prompt)
@@ -218,8 +241,10 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             return
         if session is not None:
             reply = "" if result.finish_reason == FinishReason.CANCELLED else result.text
+            stored = [Message(m.role, m.content, turn_id) for m in new]
             with self.sessions.lock:
-                session.messages = [system, *kept, *new, Message("assistant", reply)]
+                if not turn_id or turn_id not in session.discarded:  # discarded meanwhile: store nothing
+                    session.messages = [system, *kept, *stored, Message("assistant", reply, turn_id)]
         emit(_Final(result, dropped))
 
     @staticmethod
@@ -293,7 +318,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 failed = f"the last message of session {request.session_id!r} is {role!r}, not an assistant reply"
             else:
                 failed = ""
-                session.messages[-1] = Message("assistant", request.heard_text)
+                session.messages[-1] = Message("assistant", request.heard_text, last.turn_id)
         if failed:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, failed)
         if last is not None and last.content != request.heard_text:
@@ -301,6 +326,45 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             if engine is not None:
                 engine.drop_reply(request.session_id)
         return llm_pb2.RecordHeardReplyResponse(stored_text=request.heard_text)
+
+    async def DiscardTurn(
+        self, request: llm_pb2.DiscardTurnRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.DiscardTurnResponse:
+        session_id, turn_id = request.session_id, request.turn_id
+        with server_span("llm.discard_turn", context, session_id=session_id or None, turn_id=turn_id or None) as span:
+            try:
+                validate_turn_id(turn_id, required=True)
+            except RequestError as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            session = await self._known_session(session_id, context)
+            # Let in-flight and queued generations (the turn's own, usually just cancelled) commit first.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + SETTLE_TIMEOUT_S
+            while session.pending:
+                span.add_event("waiting_for_generation")
+                if loop.time() >= deadline:
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"session {session_id!r} is still generating after {SETTLE_TIMEOUT_S:g} s; retry later",
+                    )
+                await asyncio.wait(list(session.pending), timeout=deadline - loop.time())
+            if self.sessions.get(session_id) is not session:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"session {session_id!r} was reset or expired")
+            failed = ""
+            removed, kept = 0, list[Message]()
+            with self.sessions.lock:
+                try:
+                    removed, kept = discard_turn(session, turn_id)
+                except LaterTurnError as error:
+                    failed = str(error)
+            if failed:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, failed)
+            if removed:
+                engine = self._slot.engine
+                if engine is not None:
+                    engine.discard_after(session_id, kept)
+            span.set_attribute("removed_messages", removed)
+            return llm_pb2.DiscardTurnResponse(removed_messages=removed)
 
     async def GetSession(
         self, request: llm_pb2.GetSessionRequest, context: grpc.aio.ServicerContext

@@ -17,10 +17,16 @@ from dataclasses import dataclass, field
 from llm_service.engine import Message
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+# Ids of discarded turns remembered per session (a late Generate of such a turn is refused).
+DISCARDED_TURNS_KEPT = 256
 
 
 class SessionLimitError(RuntimeError):
     """All `max_sessions` sessions are busy: none can be evicted."""
+
+
+class LaterTurnError(RuntimeError):
+    """DiscardTurn on a turn that is not the session's latest one."""
 
 
 class PromptTooLongError(ValueError):
@@ -41,6 +47,8 @@ class Session:
     last_used: float
     # Generate calls of this session submitted and not finished (their completion futures).
     pending: list[asyncio.Future[None]] = field(default_factory=list)
+    # Turn ids discarded by DiscardTurn, oldest first (bounded by DISCARDED_TURNS_KEPT).
+    discarded: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     @property
     def busy(self) -> bool:
@@ -125,6 +133,29 @@ class SessionStore:
     def ids(self) -> list[str]:
         with self.lock:
             return list(self._sessions)
+
+
+def discard_turn(session: Session, turn_id: str) -> tuple[int, list[Message]]:
+    """Remove the messages stored for `turn_id` (the caller holds the store lock).
+
+    Only the latest turn can go: LaterTurnError when a message of another turn follows one of it
+    (a later reply was conditioned on it). Remembers the id, so a generation of that turn that
+    commits later stores nothing. Returns (messages removed, history kept).
+    """
+    tagged = [i for i, m in enumerate(session.messages) if i > 0 and m.turn_id == turn_id]
+    if tagged:
+        later = [m for m in session.messages[tagged[0] :] if m.turn_id != turn_id]
+        if later:
+            raise LaterTurnError(
+                f"turn {turn_id!r} is not the latest of session {session.id!r}: {len(later)} later message(s) "
+                f"of other turns follow it; only the latest turn can be discarded"
+            )
+        session.messages = session.messages[: tagged[0]]
+    session.discarded[turn_id] = None
+    session.discarded.move_to_end(turn_id)
+    while len(session.discarded) > DISCARDED_TURNS_KEPT:
+        session.discarded.popitem(last=False)
+    return len(tagged), list(session.messages)
 
 
 def split_turns(history: Sequence[Message]) -> list[list[Message]]:

@@ -61,6 +61,22 @@ def validate_session_id(session_id: str, required: bool = False) -> None:
         )
 
 
+def validate_turn_id(turn_id: str, session_id: str = "", required: bool = False) -> None:
+    """GenerateRequest.turn_id (needs a session) / DiscardTurnRequest.turn_id (required)."""
+    if not turn_id:
+        if required:
+            raise invalid("turn_id is required (letters, digits, '-', '_', '.', ':' up to 128 characters)")
+        return
+    if not SESSION_ID.match(turn_id):
+        shown = turn_id if len(turn_id) <= 40 else turn_id[:40] + "..."
+        raise invalid(
+            f"turn_id {shown!r} is malformed: use letters, digits, '-', '_', '.', ':' "
+            f"and at most 128 characters (got {len(turn_id)})"
+        )
+    if not required and not session_id:
+        raise invalid("turn_id needs a session_id: turns are stored (and discarded) in a session")
+
+
 def validate_messages(messages: Sequence[_ChatMessage], has_history: bool) -> list[Message]:
     if not messages and not has_history:
         raise invalid("messages is empty: send at least one message with role 'user' (or continue a session)")

@@ -366,3 +366,113 @@ def test_generate_span_has_turn_attributes(served: Served) -> None:
         assert key in attrs, key
     assert attrs["session_id"] == "traced" and attrs["finish_reason"] == "stop"
     assert "first_token" in [e.name for e in spans[-1].events]
+
+
+def test_token_decoder_drops_a_character_cut_at_the_end() -> None:
+    from llm_service.engine import TokenTextDecoder
+
+    decoder = TokenTextDecoder()
+    data = "ok 😀".encode()
+    assert decoder.feed(data[:-2]) == "ok "  # max_tokens cut the emoji after 2 of its 4 bytes
+    assert decoder.flush() == ""
+
+
+# ---- DiscardTurn -----------------------------------------------------------------------------
+def history_of(served: Served, session_id: str) -> list[tuple[str, str]]:
+    session = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id=session_id))
+    return [(m.role, m.content) for m in session.messages[1:]]
+
+
+def discard(served: Served, session_id: str, turn_id: str) -> int:
+    request = llm_pb2.DiscardTurnRequest(session_id=session_id, turn_id=turn_id)
+    return served.stub.DiscardTurn(request, timeout=WAIT_S).removed_messages
+
+
+def test_discard_turn_removes_a_finished_turn_and_trims_the_cache(served: Served) -> None:
+    generate(served.stub, session_id="d", messages=[user("my name is Ada")], turn_id="1-a")
+    generate(served.stub, session_id="d", messages=[user("what is the")], turn_id="2-b")
+    assert discard(served, "d", "2-b") == 2
+    assert history_of(served, "d") == [("user", "my name is Ada"), ("assistant", "You said: my name is Ada")]
+    key, kept = served.engine.trimmed[-1]
+    assert key == "d" and 0 < kept < served.engine.count_tokens(served.engine.calls[-1])
+    assert discard(served, "d", "2-b") == 0, "idempotent"
+    assert discard(served, "d", "never-sent") == 0
+    with pytest.raises(grpc.RpcError) as info:  # a late Generate of the discarded turn
+        generate(served.stub, session_id="d", messages=[user("what is the")], turn_id="2-b")
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "discarded" in (info.value.details() or "")
+    generate(served.stub, session_id="d", messages=[user("what is the time")], turn_id="3-c")
+    assert [m.content for m in served.engine.calls[-1][1:]] == [
+        "my name is Ada",
+        "You said: my name is Ada",
+        "what is the time",
+    ], "the next turn does not see the discarded one"
+
+
+def test_discard_turn_of_a_cancelled_generation_leaves_no_marker(served: Served) -> None:
+    generate(served.stub, session_id="x", messages=[user("hello")])
+    served.engine.gate.clear()
+    call = served.stub.Generate(
+        llm_pb2.GenerateRequest(session_id="x", turn_id="spec", messages=[user("can you tell me")]), timeout=WAIT_S
+    )
+    assert served.engine.started.wait(WAIT_S)
+    served.engine.gate.set()
+    assert next(call).text
+    served.engine.gate.clear()
+    call.cancel()
+    served.engine.gate.set()
+    # Sent right after the cancel: waits for the generation to settle, then removes user + "" marker.
+    assert discard(served, "x", "spec") == 2
+    assert history_of(served, "x") == [("user", "hello"), ("assistant", "You said: hello")]
+    stats = served.stub.GetStats(llm_pb2.GetStatsRequest())
+    assert stats.active_generations == 0 and stats.queued_generations == 0
+
+
+def test_discard_turn_waits_for_a_running_generation_of_the_turn(served: Served) -> None:
+    served.engine.gate.clear()
+    served.engine.started.clear()
+    call = served.stub.Generate(
+        llm_pb2.GenerateRequest(session_id="w", turn_id="t1", messages=[user("one two")]), timeout=WAIT_S
+    )
+    assert served.engine.started.wait(WAIT_S)
+    pending = served.stub.DiscardTurn.future(llm_pb2.DiscardTurnRequest(session_id="w", turn_id="t1"), timeout=WAIT_S)
+    assert served.servicer.worker.active == 1 and not pending.done()
+    served.engine.gate.set()
+    assert "".join(r.text for r in call) == "You said: one two"  # the speculative reply completed...
+    assert pending.result().removed_messages == 2  # ...and is removed whole
+    assert history_of(served, "w") == []
+
+
+def test_discard_turn_errors(served: Served) -> None:
+    generate(served.stub, session_id="e", messages=[user("first")], turn_id="a")
+    generate(served.stub, session_id="e", messages=[user("second")], turn_id="b")
+    cases = [
+        (llm_pb2.DiscardTurnRequest(session_id="unknown", turn_id="a"), grpc.StatusCode.NOT_FOUND, "unknown"),
+        (llm_pb2.DiscardTurnRequest(session_id="e", turn_id=""), grpc.StatusCode.INVALID_ARGUMENT, "required"),
+        (llm_pb2.DiscardTurnRequest(session_id="e", turn_id="bad id"), grpc.StatusCode.INVALID_ARGUMENT, "malformed"),
+        (llm_pb2.DiscardTurnRequest(session_id="", turn_id="a"), grpc.StatusCode.INVALID_ARGUMENT, "session_id"),
+        (llm_pb2.DiscardTurnRequest(session_id="e", turn_id="a"), grpc.StatusCode.FAILED_PRECONDITION, "latest"),
+    ]
+    for request, code, text in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            served.stub.DiscardTurn(request, timeout=WAIT_S)
+        assert (info.value.code(), text in (info.value.details() or "")) == (code, True), info.value.details()
+    assert len(history_of(served, "e")) == 4, "a refused discard changes nothing"
+    with pytest.raises(grpc.RpcError) as info:
+        list(served.stub.Generate(llm_pb2.GenerateRequest(messages=[user("x")], turn_id="t"), timeout=WAIT_S))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "needs a session_id" in (info.value.details() or "")
+
+
+def test_discard_turn_span(served: Served) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from service_runtime import telemetry
+
+    exporter = InMemorySpanExporter()
+    telemetry.setup_tracing("llm-test").add_span_processor(SimpleSpanProcessor(exporter))
+    generate(served.stub, session_id="sp", messages=[user("hello")], turn_id="t")
+    discard(served, "sp", "t")
+    spans = [s for s in exporter.get_finished_spans() if s.name == "llm.discard_turn"]
+    assert spans and (spans[-1].attributes or {}).get("removed_messages") == 2
+    assert (spans[-1].attributes or {}).get("turn_id") == "t"

@@ -165,6 +165,46 @@ def test_cancel_mid_stream_frees_the_model(stub: llm_pb2_grpc.LanguageModelStub)
     print(f"cancel -> next reply done in {freed_ms:.0f} ms, its queue wait {final.queue_wait_ms:.1f} ms")
 
 
+def test_discarded_speculative_turns_leave_no_trace(stub: llm_pb2_grpc.LanguageModelStub) -> None:
+    """A speculative turn cancelled mid-stream, and one that completed, are removed by DiscardTurn:
+    the next turn sees (and is given) exactly the history of a session where they never happened."""
+    greedy = llm_pb2.SamplingOptions(temperature=0.0)
+
+    def turn(sid: str, text: str, turn_id: str = "", max_tokens: int = 12) -> llm_pb2.GenerationSummary:
+        request = llm_pb2.GenerateRequest(
+            session_id=sid, turn_id=turn_id, messages=[user(text)], max_tokens=max_tokens, sampling=greedy
+        )
+        return run(stub, request)[1]
+
+    def history(sid: str) -> list[tuple[str, str]]:
+        return [(m.role, m.content) for m in stub.GetSession(llm_pb2.GetSessionRequest(session_id=sid)).messages]
+
+    def discard(sid: str, turn_id: str) -> int:
+        return stub.DiscardTurn(llm_pb2.DiscardTurnRequest(session_id=sid, turn_id=turn_id)).removed_messages
+
+    sid, control = "real-discard", "real-discard-control"
+    first = turn(sid, "My name is Priya.", "1-a")
+    turn(control, "My name is Priya.")
+    call = stub.Generate(
+        llm_pb2.GenerateRequest(session_id=sid, turn_id="2-b", messages=[user(LONG)], max_tokens=96, sampling=greedy),
+        timeout=TIMEOUT_S,
+    )
+    next(call)
+    call.cancel()
+    assert discard(sid, "2-b") == 2, "user message + interrupted marker removed"
+    turn(sid, "Can you tell me", "3-c")  # completed before the user went on talking
+    assert discard(sid, "3-c") == 2
+    assert discard(sid, "3-c") == 0
+    assert history(sid) == history(control)
+    after = turn(sid, "What is my name?", "4-d")
+    expected = turn(control, "What is my name?")
+    assert after.prompt_tokens == expected.prompt_tokens
+    # The kept prefix (system prompt + turn 1) is still cached; the discarded turns' tokens are not.
+    assert first.prompt_tokens <= after.cached_prompt_tokens < after.prompt_tokens - 3
+    assert after.text == expected.text
+    assert history(sid) == history(control)
+
+
 def test_queue_cap_gives_resource_exhausted(stub: llm_pb2_grpc.LanguageModelStub) -> None:
     greedy = llm_pb2.SamplingOptions(temperature=0.0)
     running = stub.Generate(

@@ -384,12 +384,6 @@ def test_mixed_scripts_emoji_and_control_characters_in_a_prompt_get_a_reply(
     assert final.completion_tokens > 0 and "".join(r.text for r in replies[:-1]) == final.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llm_service/engine.py LlamaCppEngine.generate: when max_tokens cuts a multi-byte UTF-8 character "
-    "(CJK, emoji), TokenTextDecoder.flush() (errors='replace') emits U+FFFD as the last delta and in the "
-    "stored reply, which then reaches TTS and the session history",
-)
 def test_replies_cut_by_max_tokens_never_end_in_a_broken_character(llm: llm_pb2_grpc.LanguageModelStub) -> None:
     broken = []
     for prompt in ["Translate 'good morning' into Japanese.", "Répète: 日本語のテキスト 😀🎉"]:

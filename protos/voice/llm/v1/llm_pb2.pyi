@@ -39,16 +39,18 @@ class SamplingOptions(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., repeat_penalty: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("messages", "session_id", "max_tokens", "sampling")
+    __slots__ = ("messages", "session_id", "max_tokens", "sampling", "turn_id")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     session_id: str
     max_tokens: int
     sampling: SamplingOptions
-    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., session_id: _Optional[str] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
+    turn_id: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., session_id: _Optional[str] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., turn_id: _Optional[str] = ...) -> None: ...
 
 class GenerationSummary(_message.Message):
     __slots__ = ("finish_reason", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "time_to_first_token_ms", "tokens_per_second", "queue_wait_ms", "dropped_messages", "text")
@@ -105,6 +107,20 @@ class RecordHeardReplyResponse(_message.Message):
     STORED_TEXT_FIELD_NUMBER: _ClassVar[int]
     stored_text: str
     def __init__(self, stored_text: _Optional[str] = ...) -> None: ...
+
+class DiscardTurnRequest(_message.Message):
+    __slots__ = ("session_id", "turn_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    turn_id: str
+    def __init__(self, session_id: _Optional[str] = ..., turn_id: _Optional[str] = ...) -> None: ...
+
+class DiscardTurnResponse(_message.Message):
+    __slots__ = ("removed_messages",)
+    REMOVED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    removed_messages: int
+    def __init__(self, removed_messages: _Optional[int] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session_id",)

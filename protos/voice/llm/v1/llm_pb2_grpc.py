@@ -49,6 +49,11 @@ class LanguageModelStub:
                 request_serializer=voice_dot_llm_dot_v1_dot_llm__pb2.RecordHeardReplyRequest.SerializeToString,
                 response_deserializer=voice_dot_llm_dot_v1_dot_llm__pb2.RecordHeardReplyResponse.FromString,
                 _registered_method=True)
+        self.DiscardTurn = channel.unary_unary(
+                '/voice.llm.v1.LanguageModel/DiscardTurn',
+                request_serializer=voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnRequest.SerializeToString,
+                response_deserializer=voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnResponse.FromString,
+                _registered_method=True)
         self.GetSession = channel.unary_unary(
                 '/voice.llm.v1.LanguageModel/GetSession',
                 request_serializer=voice_dot_llm_dot_v1_dot_llm__pb2.GetSessionRequest.SerializeToString,
@@ -85,6 +90,14 @@ class LanguageModelServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DiscardTurn(self, request, context):
+        """Throw away a turn (e.g. speculative work the user talked over): remove every message stored
+        for its `turn_id`, after its in-flight or queued generation has settled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSession(self, request, context):
         """A session's history as the server keeps it.
         """
@@ -116,6 +129,11 @@ def add_LanguageModelServicer_to_server(servicer, server):
                     servicer.RecordHeardReply,
                     request_deserializer=voice_dot_llm_dot_v1_dot_llm__pb2.RecordHeardReplyRequest.FromString,
                     response_serializer=voice_dot_llm_dot_v1_dot_llm__pb2.RecordHeardReplyResponse.SerializeToString,
+            ),
+            'DiscardTurn': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiscardTurn,
+                    request_deserializer=voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnRequest.FromString,
+                    response_serializer=voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnResponse.SerializeToString,
             ),
             'GetSession': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSession,
@@ -209,6 +227,33 @@ class LanguageModel:
             '/voice.llm.v1.LanguageModel/RecordHeardReply',
             voice_dot_llm_dot_v1_dot_llm__pb2.RecordHeardReplyRequest.SerializeToString,
             voice_dot_llm_dot_v1_dot_llm__pb2.RecordHeardReplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiscardTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voice.llm.v1.LanguageModel/DiscardTurn',
+            voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnRequest.SerializeToString,
+            voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnResponse.FromString,
             options,
             channel_credentials,
             insecure,
