@@ -49,8 +49,6 @@ Mode = Literal["streaming", "sync"]
 Event = stt_pb2.StreamingRecognizeResponse
 _SENTENCE_END = re.compile(r"[.!?;:](\s|$)|\n")
 CHUNK_MS = 20
-# GenerateRequest.tentative (proposed): a cancelled tentative turn is not stored at all.
-_TENTATIVE = "tentative" in llm_pb2.GenerateRequest.DESCRIPTOR.fields_by_name
 # Sync mode: audio before the utterance's start kept for Recognize (VAD start is a little late).
 SYNC_LEAD_MS = 300
 
@@ -161,6 +159,7 @@ class _Turn:
         self.transcript = transcript
         self.utterance_index = utterance_index
         self.speculative = speculative
+        self.turn_id = f"{seq}-{uuid.uuid4().hex[:8]}"  # GenerateRequest.turn_id: DiscardTurn removes it
         self.prev = prev
         self.span: Span = trace.INVALID_SPAN
         self.playback_span: Span | None = None
@@ -523,9 +522,8 @@ class Conversation:
                 session_id=self.session_id,
                 max_tokens=self.max_tokens,
                 sampling=self.sampling,
+                turn_id=turn.turn_id,
             )
-            if turn.speculative and _TENTATIVE:
-                setattr(request, "tentative", True)  # noqa: B010 - field only in newer contracts
             generate = self._llm.Generate(request, metadata=metadata)
             synthesize = self._tts.StreamingSynthesize(metadata=metadata)
             turn.calls = {"llm": generate, "tts": synthesize}
@@ -777,12 +775,10 @@ class Conversation:
         """Throw away speculative work: cancel its calls; nothing was played."""
         turn.cancelled_rpcs = self._cancel_calls(turn)
         await self._stop_task(turn)
-        if turn.t_first_token is not None and not _TENTATIVE:
-            # The LLM keeps a cancelled (or finished) generation's user message with an empty (or
-            # whole) reply: mark it as not heard. Without `tentative` support that exchange stays.
-            turn.heard = ""
-            await self._record_heard(turn)
-            turn.span.add_event("speculative_turn_left_in_history")
+        if "llm" in turn.calls:
+            # The LLM stores a cancelled generation as user message + empty reply, a finished one whole:
+            # remove the turn (DiscardTurn waits for the cancelled call to settle first).
+            await self._discard_llm_turn(turn)
         turn.span.set_attribute("discarded", True)
         turn.span.add_event("cancelled", {"rpcs": ",".join(turn.cancelled_rpcs)})
         turn.span.end()
@@ -792,6 +788,20 @@ class Conversation:
             self._current = turn.prev if turn.prev is not None and not turn.prev.done.is_set() else None
         self._turns = [t for t in self._turns if t is not turn]
         self._emit("discarded", turn.transcript)
+
+    async def _discard_llm_turn(self, turn: _Turn) -> None:
+        assert self._llm is not None
+        try:
+            response = await self._llm.DiscardTurn(
+                llm_pb2.DiscardTurnRequest(session_id=self.session_id, turn_id=turn.turn_id),
+                metadata=telemetry.outgoing_metadata(turn.span),
+                timeout=10,
+            )
+            turn.span.add_event("llm_turn_discarded", {"removed_messages": response.removed_messages})
+        except grpc.RpcError as error:  # NOT_FOUND: the session's first Generate never reached the server
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                log.warning("DiscardTurn failed: %s", error)
+            turn.span.add_event("discard_turn_failed", {"error": str(error.code())})
 
     def _abort(self, turn: _Turn, error: BaseException) -> None:
         if turn.done.is_set():

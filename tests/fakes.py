@@ -8,7 +8,8 @@ events a test can wait on or set, so timing is controlled without sleeps:
 * FakeLanguageModel streams a scripted reply word by word, can hold after N words until the test
   sets `release`, and keeps sessions like llm_service: a finished turn stores the user message
   and the reply, a turn cancelled while generating stores the user message and an EMPTY reply,
-  RecordHeardReply replaces the last assistant reply.
+  RecordHeardReply replaces the last assistant reply, DiscardTurn removes the messages stored with
+  a `turn_id` (after that turn's Generate has ended; a turn discarded earlier stores nothing).
 * FakeTextToSpeech speaks each complete sentence as a constant tone: `samples_per_char` samples
   per character, in chunks, with the sentence text and character offsets like tts_service.
 """
@@ -65,20 +66,33 @@ def utterance(
 
 
 class FakeSpeechToText(stt_pb2_grpc.SpeechToTextServicer):
+    """Plays one script across the orchestrator's streams (one StreamingRecognize per turn).
+
+    `at_ms`, `start_ms` and `end_ms` are positions in the whole input; events report them relative
+    to their stream, like stt_service. A stream that emits a non-empty FINAL hands the rest of the
+    script over to the next stream, which starts at that FINAL's `audio_position_ms` (where the
+    orchestrator resumes); a stream whose input ends without that emits the rest of the script.
+    """
+
     def __init__(self, steps: list[SttStep] | None = None, recognize_text: str = "") -> None:
         self.steps = steps or []
         self.recognize_text = recognize_text
         self.configs: list[stt_pb2.RecognitionConfig] = []
         self.recognize_requests: list[stt_pb2.RecognizeRequest] = []
         self.streams_opened = 0
+        self.traceparents: list[str] = []  # W3C traceparent of each StreamingRecognize call
         self.emitted: list[int] = []
-        self.input_ended = asyncio.Event()
+        self.input_ended = asyncio.Event()  # the input of a stream that kept the script ended
+        self._cursor = 0
+        self._next_base_ms = 0
 
     async def StreamingRecognize(
         self, request_iterator: AsyncIterator[stt_pb2.StreamingRecognizeRequest], context: Any
     ) -> AsyncIterator[stt_pb2.StreamingRecognizeResponse]:
         self.streams_opened += 1
-        state = {"ms": 0.0, "rate": 16000}
+        self.traceparents.append(_traceparent(context))
+        base = self._next_base_ms
+        state = {"ms": 0.0, "rate": 16000, "handed_over": False}
         changed = asyncio.Event()
         ended = asyncio.Event()
 
@@ -91,27 +105,39 @@ class FakeSpeechToText(stt_pb2_grpc.SpeechToTextServicer):
                     state["ms"] += len(request.audio) / 2 / state["rate"] * 1000
                 changed.set()
             ended.set()
-            self.input_ended.set()
+            if not state["handed_over"]:
+                self.input_ended.set()
             changed.set()
+
+        def rel(ms: int) -> int:
+            return max(0, ms - base)
 
         reader = asyncio.create_task(read())
         try:
-            for step in self.steps:
+            while self._cursor < len(self.steps):
+                step = self.steps[self._cursor]
                 if step.after is not None:
                     await step.after.wait()
-                while not ended.is_set() and (step.at_ms is None or state["ms"] < step.at_ms):
+                while not ended.is_set() and (step.at_ms is None or base + state["ms"] < step.at_ms):
                     changed.clear()
                     await changed.wait()
+                self._cursor += 1
                 self.emitted.append(step.event)
+                position = int(state["ms"])
+                if step.event == Ev.FINAL and step.text.strip():
+                    state["handed_over"] = True
+                    self._next_base_ms = base + position
                 yield Ev(
                     event=step.event,  # type: ignore[arg-type]
                     text=step.text,
                     is_final=step.event == Ev.FINAL,
                     utterance_index=step.utterance_index,
-                    start_ms=step.start_ms,
-                    end_ms=step.end_ms,
-                    audio_position_ms=int(state["ms"]),
+                    start_ms=rel(step.start_ms),
+                    end_ms=rel(step.end_ms),
+                    audio_position_ms=position,
                 )
+                if state["handed_over"]:
+                    break
             await ended.wait()
         finally:
             reader.cancel()
@@ -129,7 +155,7 @@ class FakeGeneration:
     words_sent: int = 0
     cancelled: bool = False
     finished: bool = False
-    tentative: bool = False
+    turn_id: str = ""
 
 
 class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
@@ -146,6 +172,9 @@ class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
         self.release = release or asyncio.Event()
         self.word_delay_s = word_delay_s
         self.sessions: dict[str, list[tuple[str, str]]] = {}
+        self.turn_ids: dict[str, list[str]] = {}  # parallel to `sessions`: each message's turn_id
+        self.discarded: list[tuple[str, str, int]] = []  # DiscardTurn calls: (session, turn, removed)
+        self._running: dict[tuple[str, str], asyncio.Event] = {}  # set when that turn's Generate ends
         self.generations: list[FakeGeneration] = []
         self.generation_started = asyncio.Event()
         self.generation_cancelled = asyncio.Event()
@@ -160,8 +189,9 @@ class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
     async def Generate(self, request: llm_pb2.GenerateRequest, context: Any) -> AsyncIterator[llm_pb2.GenerateResponse]:
         self.traceparents.append(_traceparent(context))
         user = [m.content for m in request.messages if m.role == "user"][-1]
-        gen = FakeGeneration(user, request.session_id, tentative=bool(getattr(request, "tentative", False)))
+        gen = FakeGeneration(user, request.session_id, turn_id=request.turn_id)
         self.generations.append(gen)
+        ended = self._running[(request.session_id, request.turn_id)] = asyncio.Event()
         self.generation_started.set()
         words = re.findall(r"\S+\s*", self._reply_for(user))
         try:
@@ -174,8 +204,7 @@ class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
                 gen.words_sent += 1
                 yield llm_pb2.GenerateResponse(text=word)
             text = "".join(words)
-            if request.session_id:
-                self.sessions.setdefault(request.session_id, []).extend([("user", user), ("assistant", text)])
+            self._store(request, user, text)
             gen.finished = True
             self.generation_finished.set()
             yield llm_pb2.GenerateResponse(
@@ -183,10 +212,30 @@ class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
             )
         except asyncio.CancelledError:
             gen.cancelled = True
-            if request.session_id and not gen.tentative:  # like llm_service: interrupted marker
-                self.sessions.setdefault(request.session_id, []).extend([("user", user), ("assistant", "")])
+            self._store(request, user, "")  # like llm_service: interrupted marker
             self.generation_cancelled.set()
             raise
+        finally:
+            ended.set()
+
+    def _store(self, request: llm_pb2.GenerateRequest, user: str, reply: str) -> None:
+        sid, turn = request.session_id, request.turn_id
+        if sid and not (turn and any(d[:2] == (sid, turn) for d in self.discarded)):
+            self.sessions.setdefault(sid, []).extend([("user", user), ("assistant", reply)])
+            self.turn_ids.setdefault(sid, []).extend([turn, turn])
+
+    async def DiscardTurn(self, request: llm_pb2.DiscardTurnRequest, context: Any) -> llm_pb2.DiscardTurnResponse:
+        sid, turn = request.session_id, request.turn_id
+        if (sid, turn) in self._running:
+            await self._running[(sid, turn)].wait()
+        if sid not in self.sessions:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"session {sid!r} is unknown")
+        keep = [i for i, t in enumerate(self.turn_ids[sid]) if t != turn]
+        removed = len(self.sessions[sid]) - len(keep)
+        self.sessions[sid] = [self.sessions[sid][i] for i in keep]
+        self.turn_ids[sid] = [self.turn_ids[sid][i] for i in keep]
+        self.discarded.append((sid, turn, removed))
+        return llm_pb2.DiscardTurnResponse(removed_messages=removed)
 
     async def RecordHeardReply(
         self, request: llm_pb2.RecordHeardReplyRequest, context: Any
@@ -201,6 +250,7 @@ class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
 
     async def ResetSession(self, request: llm_pb2.ResetSessionRequest, context: Any) -> llm_pb2.ResetSessionResponse:
         history = self.sessions.pop(request.session_id, None)
+        self.turn_ids.pop(request.session_id, None)
         if history is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"session {request.session_id!r} is unknown")
         return llm_pb2.ResetSessionResponse(dropped_messages=len(history or []))

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.audio import STT_SAMPLE_RATE_HZ, MemorySink, load_wav_pcm16, rms
 from orchestrator.config import ServiceAddresses
-from orchestrator.pipeline import _TENTATIVE, CHUNK_MS, Conversation, TurnResult
+from orchestrator.pipeline import CHUNK_MS, Conversation, TurnResult
 from orchestrator.report import waterfall
 from service_runtime.launcher import ServiceProcess
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
@@ -183,12 +183,6 @@ def test_barge_in_cancels_the_reply_and_the_history_keeps_only_what_was_heard(ad
     assert messages[2:] == [("user", answered.transcript), ("assistant", answered.reply)]
 
 
-@pytest.mark.xfail(
-    not _TENTATIVE,
-    strict=True,
-    reason="llm_service stores a cancelled generation's user message with an empty reply; a discarded "
-    "speculative turn needs GenerateRequest.tentative (cancelled tentative turn stored not at all)",
-)
 def test_retracted_candidate_leaves_no_trace_in_the_history(addresses: ServiceAddresses) -> None:
     """A mid-sentence pause ("Can you tell me … how far away the moon is?") starts speculative
     work that is thrown away: the user is not cut off and the history holds only the real turn."""

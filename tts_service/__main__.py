@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--first-clause-chars",
         type=int,
-        default=env_default("TTS_FIRST_CLAUSE_CHARS", 50),
+        default=env_default("TTS_FIRST_CLAUSE_CHARS", 20),
         help="the first sentence may end at a comma after this many characters (speaks sooner)",
     )
     parser.add_argument("--mlx-voice", default=env_default("TTS_MLX_VOICE", "af_heart"), help="Kokoro voice (mlx)")

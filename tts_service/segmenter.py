@@ -67,7 +67,7 @@ class Segment:
 
 
 class SentenceSegmenter:
-    def __init__(self, first_clause_chars: int = 50, long_clause_chars: int = 150, max_chars: int = 300) -> None:
+    def __init__(self, first_clause_chars: int = 20, long_clause_chars: int = 150, max_chars: int = 300) -> None:
         self.first_clause_chars = first_clause_chars
         self.long_clause_chars = long_clause_chars
         self.max_chars = max_chars

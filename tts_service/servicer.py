@@ -34,7 +34,7 @@ class Limits:
     max_streams: int = 4
     max_text_chars: int = 5000
     chunk_ms: int = 1000
-    first_clause_chars: int = 50
+    first_clause_chars: int = 20
     long_clause_chars: int = 150
     max_segment_chars: int = 300
 
