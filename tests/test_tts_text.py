@@ -209,9 +209,22 @@ SEGMENTS = [
 ]
 
 
+def test_default_first_clause_is_cut_at_a_comma_after_20_characters() -> None:
+    text = "Two hours is equal to 120 minutes, which is quite a while. Yes, it is."
+    assert [s.text for s in split_sentences(text)] == [
+        "Two hours is equal to 120 minutes,",
+        "which is quite a while.",
+        "Yes, it is.",
+    ]
+    # A comma before 20 characters does not cut: "Sure, ..." stays whole.
+    assert [s.text for s in split_sentences("Sure, Paris is the capital.")] == ["Sure, Paris is the capital."]
+
+
 @pytest.mark.parametrize(("text", "sentences"), SEGMENTS)
 def test_split_sentences(text: str, sentences: list[str]) -> None:
-    segments = split_sentences(text)
+    # Clause cuts as they were designed with (first clause after 50 chars); the service default
+    # of 20 is checked separately below.
+    segments = split_sentences(text, first_clause_chars=50)
     assert [s.text for s in segments] == sentences
     assert [s.index for s in segments] == list(range(len(sentences)))
     for s in segments:
