@@ -1,7 +1,9 @@
 """The conversation loop: STT stream → LLM tokens → TTS audio → sink, with preemption and barge-in.
 
-One `StreamingRecognize` stays open for the whole run, so the user can be heard while the agent
-talks. Each STT FINAL starts a turn (one trace, root span `turn`). In streaming mode every LLM
+Each conversational turn is one trace: listening for it opens the root span `turn` and one
+`StreamingRecognize` stream carrying that span's trace context; its first non-empty FINAL starts the
+reply, half-closes that stream and opens the next turn's stream (new root span) at once, so the user
+can be heard (and barge in) while the agent talks. In streaming mode every LLM
 text delta goes into `StreamingSynthesize` at once and every audio chunk goes to the sink as it
 arrives. With `preemptive`, a CANDIDATE_FINAL starts the same work early with the audio held
 until the FINAL confirms the text; a retraction (or a different FINAL) throws that work away.
@@ -191,10 +193,32 @@ class _Turn:
         self.t_playback_start: float | None = None
         self.t_end: float | None = None
         self.final_event: Any = None
+        self.root: Span = trace.INVALID_SPAN  # the turn's root span (its listening's); `span` once confirmed
+        self.offset_ms = 0  # where the STT stream of this turn starts in the run's audio
+        self.spec_span: Span | None = None  # a confirmed speculative attempt's own span
 
     @property
     def reply(self) -> str:
         return "".join(self.reply_parts)
+
+
+class _Listen:
+    """Listening for one turn: one StreamingRecognize stream whose server span is a child of `root`.
+
+    The stream gets the run's audio from `offset_ms` on; after its first non-empty FINAL it is
+    switched out (half-closed, drained, its events ignored) and the next turn's stream takes over.
+    """
+
+    def __init__(self, seq: int, offset_ms: int, root: Span, call: Any) -> None:
+        self.seq = seq
+        self.offset_ms = offset_ms
+        self.root = root
+        self.call = call
+        self.sent = offset_ms * STT_SAMPLE_RATE_HZ * BYTES_PER_SAMPLE // 1000  # bytes of the run's audio sent
+        self.owner: _Turn | None = None  # the turn whose reply this listening started (ends `root`)
+        self.switched = False
+        self.eof = False
+        self.tasks: list[asyncio.Task[None]] = []
 
 
 class Conversation:
@@ -254,8 +278,13 @@ class Conversation:
         self._speech_end_hint_ms: int | None = None
         self._barge_in_active = barge_in
         self._preemptive_active = preemptive
-        self._stt_call: Any = None
         self._failure: BaseException | None = None
+        self._listen: _Listen | None = None  # the stream audio goes to (None: input over)
+        self._listens: list[_Listen] = []
+        self._inbox: asyncio.Queue[tuple[_Listen | None, Any]] = asyncio.Queue()
+        self._wake = asyncio.Event()  # replaced on every change a stream writer waits for
+        self._input_done = False
+        self._stt_config = stt_pb2.RecognitionConfig()
 
     # ----------------------------------------------------------------- set-up
 
@@ -330,25 +359,37 @@ class Conversation:
         )
         if self.min_endpoint_silence_ms and "min_endpoint_silence_ms" in config.DESCRIPTOR.fields_by_name:
             setattr(config, "min_endpoint_silence_ms", self.min_endpoint_silence_ms)  # noqa: B010 - newer contract
-        # The STT stream spans turns: opened outside any turn span.
-        call = self._stt.StreamingRecognize()
-        self._stt_call = call
+        self._stt_config = config
         self._failure = None
-        sender = asyncio.create_task(self._send_audio(call, config, source))
+        self._inbox = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._input_done = False
+        self._listens = []
+        self._open_listen(0)
+        pump = asyncio.create_task(self._pump_source(source))
         try:
-            try:
-                while True:
-                    response = await call.read()
-                    if response is grpc.aio.EOF:
-                        break
-                    await self._on_stt_event(response)
-            except grpc.RpcError as error:
-                if self._failure is None:  # a failed turn cancels the STT call: report the turn's error
-                    if sender.done() and not sender.cancelled() and sender.exception() is not None:
-                        raise sender.exception() from None  # type: ignore[misc]
-                    raise self._service_error("stt", error) from None
+            while self._failure is None and not (self._input_done and all(x.eof for x in self._listens)):
+                listen, item = await self._inbox.get()
+                if listen is None:  # input over, a failed turn, or the source failed
+                    if isinstance(item, BaseException):
+                        raise item
+                    continue
+                if item is None:  # this stream is over
+                    listen.eof = True
+                    if listen is self._listen and not self._input_done:
+                        log.warning("the STT stream ended before the input; ending the run")
+                        pump.cancel()
+                        self._listen = None
+                        self._input_done = True
+                    continue
+                if isinstance(item, BaseException):
+                    if listen.switched:  # draining a finished turn's stream: nothing depends on it
+                        log.warning("STT stream of a finished turn failed: %s", item)
+                        continue
+                    raise item
+                if listen is self._listen:  # a switched-out stream's events are ignored
+                    await self._on_stt_event(listen, item)
             if self._failure is None:
-                await sender
                 if self._spec is not None:
                     spec, self._spec = self._spec, None
                     await self._discard(spec)
@@ -359,9 +400,12 @@ class Conversation:
             if self._failure is not None:
                 raise self._failure
         finally:
-            if not sender.done():
-                sender.cancel()
-            call.cancel()
+            pump.cancel()
+            self._listen = None
+            for listen in self._listens:
+                for task in listen.tasks:
+                    task.cancel()
+                listen.call.cancel()
             for turn in self._turns:
                 if turn.task is not None and not turn.task.done():
                     self._cancel_calls(turn)
@@ -370,27 +414,113 @@ class Conversation:
                         await turn.task
                 if not turn.done.is_set():
                     self._abort(turn, RuntimeError("conversation run ended"))
+            for listen in self._listens:
+                self._end_unanswered(listen)
+            self._listens = []
             self._turns = []
             self._spec = None
             self._current = None
         return sorted(self._run_results, key=lambda r: r.utterance_index)
 
-    async def _send_audio(self, call: Any, config: stt_pb2.RecognitionConfig, source: AsyncIterator[bytes]) -> None:
+    # ----------------------------------------------------------------- STT streams (one per turn)
+
+    def _open_listen(self, offset_ms: int) -> _Listen:
+        """Start listening for the next turn: its root span and its STT stream from `offset_ms` on."""
+        assert self._stt is not None
+        root = self._tracer.start_span(
+            "turn",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),  # a new trace per turn
+            attributes={"mode": self.mode, "session_id": self.session_id},
+        )
+        call = self._stt.StreamingRecognize(metadata=telemetry.outgoing_metadata(root))
+        listen = _Listen(len(self._listens) + 1, offset_ms, root, call)
+        self._listen = listen
+        self._listens.append(listen)
+        listen.tasks = [
+            asyncio.create_task(self._write_stream(listen)),
+            asyncio.create_task(self._read_stream(listen)),
+        ]
+        return listen
+
+    def _switch(self, listen: _Listen, event: stt_pb2.StreamingRecognizeResponse) -> None:
+        """The turn's FINAL: half-close its stream, send what follows the FINAL to the next turn's stream.
+
+        The next stream starts where the STT decided the FINAL (its `audio_position_ms`): audio the
+        old stream got after that point (sent before the switch) is sent again, so nothing is lost.
+        """
+        listen.switched = True
+        bytes_per_ms = STT_SAMPLE_RATE_HZ * BYTES_PER_SAMPLE // 1000
+        resume_ms = min(listen.offset_ms + int(event.audio_position_ms), listen.sent // bytes_per_ms)
+        self._listen = None
+        if not self._input_done or resume_ms * bytes_per_ms < len(self._audio):
+            self._open_listen(resume_ms)
+        self._wake_writers()  # the old stream's writer half-closes it
+
+    def _end_unanswered(self, listen: _Listen) -> None:
+        """Listening that heard no turn (silence, noise, the end of the input): not a `turn` trace."""
+        if listen.owner is None and listen.root.is_recording():
+            listen.root.update_name("listen")
+            listen.root.set_attribute("empty", True)
+            listen.root.end()
+
+    def _wake_writers(self) -> None:
+        wake, self._wake = self._wake, asyncio.Event()
+        wake.set()
+
+    async def _pump_source(self, source: AsyncIterator[bytes]) -> None:
+        """Audio from the source into the run's buffer (stream writers send it from there)."""
         try:
-            await call.write(stt_pb2.StreamingRecognizeRequest(config=config))
             position = 0
             async for chunk in source:
                 if not chunk:
                     continue
-                await call.write(stt_pb2.StreamingRecognizeRequest(audio=chunk))
                 self._audio += chunk
                 position += len(chunk) // BYTES_PER_SAMPLE
                 self._clock.record(position * 1000.0 / STT_SAMPLE_RATE_HZ, time.perf_counter())
-            await call.done_writing()
+                self._wake_writers()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._inbox.put_nowait((None, error))
+        finally:
+            self._input_done = True
+            self._wake_writers()
+            self._inbox.put_nowait((None, None))
+
+    async def _write_stream(self, listen: _Listen) -> None:
+        """Config, then the run's audio from the stream's offset, until switched out or the input ends."""
+        piece = STT_SAMPLE_RATE_HZ * BYTES_PER_SAMPLE * CHUNK_MS // 1000
+        try:
+            await listen.call.write(stt_pb2.StreamingRecognizeRequest(config=self._stt_config))
+            while self._listen is listen:
+                if listen.sent < len(self._audio):
+                    end = min(len(self._audio), listen.sent + piece)
+                    await listen.call.write(
+                        stt_pb2.StreamingRecognizeRequest(audio=bytes(self._audio[listen.sent : end]))
+                    )
+                    listen.sent = end
+                    continue
+                if self._input_done:
+                    break
+                await self._wake.wait()
+            await listen.call.done_writing()
         except grpc.RpcError as error:
-            raise self._service_error("stt", error) from None
+            self._inbox.put_nowait((listen, self._service_error("stt", error)))
         except asyncio.InvalidStateError:
             pass  # the call already ended (the reader reports why)
+
+    async def _read_stream(self, listen: _Listen) -> None:
+        try:
+            while True:
+                response = await listen.call.read()
+                if response is grpc.aio.EOF:
+                    break
+                self._inbox.put_nowait((listen, response))
+        except grpc.RpcError as error:
+            if self._failure is None:
+                self._inbox.put_nowait((listen, self._service_error("stt", error)))
+        finally:
+            self._inbox.put_nowait((listen, None))
 
     async def close(self) -> None:
         """End the conversation: cancel what still runs, forget the LLM session, close the channels."""
@@ -413,7 +543,7 @@ class Conversation:
 
     # ----------------------------------------------------------------- STT events
 
-    async def _on_stt_event(self, event: stt_pb2.StreamingRecognizeResponse) -> None:
+    async def _on_stt_event(self, listen: _Listen, event: stt_pb2.StreamingRecognizeResponse) -> None:
         kind = event.event
         if kind == Event.SPEECH_STARTED:
             self._emit("speech_started", event)
@@ -436,7 +566,7 @@ class Conversation:
                 and event.text.strip()
                 and (current is None or current.llm_done.is_set())
             ):
-                self._spec = self._start_turn(event, speculative=True)
+                self._spec = self._start_turn(listen, event, speculative=True)
         elif kind == Event.CANDIDATE_RETRACTED:
             self._emit("retracted", event)
             retracted, self._spec = self._spec, None
@@ -449,29 +579,37 @@ class Conversation:
             self._spec = None
             if spec is not None and text and _normalize(spec.transcript) == _normalize(text):
                 self._confirm(spec, event)
+                listen.owner = spec
             else:
                 if spec is not None:
                     await self._discard(spec)
                 if text:
-                    self._start_turn(event, speculative=False)
+                    listen.owner = self._start_turn(listen, event, speculative=False)
+            if text:  # the turn is heard: the next turn's listening starts now (empty FINALs are noise)
+                self._switch(listen, event)
 
-    def _speech_end_t(self, event: stt_pb2.StreamingRecognizeResponse) -> float:
-        hint = self._speech_end_hint_ms
-        if hint is not None and event.start_ms <= hint <= max(event.audio_position_ms, event.end_ms):
+    def _speech_end_t(self, turn: _Turn, event: stt_pb2.StreamingRecognizeResponse) -> float:
+        """perf_counter time of the end of the user's speech (event positions are the stream's)."""
+        offset, hint = turn.offset_ms, self._speech_end_hint_ms
+        if hint is not None and offset + event.start_ms <= hint <= offset + max(event.audio_position_ms, event.end_ms):
             return self._clock.time_of(hint)
-        return self._clock.time_of(event.end_ms)
+        return self._clock.time_of(offset + event.end_ms)
 
-    def _start_turn(self, event: stt_pb2.StreamingRecognizeResponse, *, speculative: bool) -> _Turn:
+    def _start_turn(self, listen: _Listen, event: stt_pb2.StreamingRecognizeResponse, *, speculative: bool) -> _Turn:
+        """A reply attempt in `listen`'s turn trace: speculative ones get their own child span."""
         self._seq += 1
         prev = self._current
         turn = _Turn(self._seq, event.text.strip(), event.utterance_index, speculative, prev)
-        turn.speech_end_t = self._speech_end_t(event)
-        turn.span = self._tracer.start_span(
-            "turn.speculative" if speculative else "turn",
-            context=trace.set_span_in_context(trace.INVALID_SPAN),  # a new trace per turn
-            start_time=_wall_ns(turn.speech_end_t),
-            attributes={"mode": self.mode, "session_id": self.session_id, "speculative": speculative},
-        )
+        turn.offset_ms = listen.offset_ms
+        turn.root = listen.root
+        turn.speech_end_t = self._speech_end_t(turn, event)
+        turn.span = listen.root
+        if speculative:
+            turn.span = self._tracer.start_span(
+                "speculative",
+                context=trace.set_span_in_context(listen.root),
+                attributes={"transcript_chars": len(turn.transcript), "utterance_index": event.utterance_index},
+            )
         turn.span.add_event("speech_end", timestamp=_wall_ns(turn.speech_end_t))
         if not speculative:
             self._mark_final(turn, event)
@@ -489,22 +627,30 @@ class Conversation:
             return
         if self._failure is None:
             self._failure = task.exception()
-            if self._stt_call is not None:
-                self._stt_call.cancel()
+            self._inbox.put_nowait((None, None))  # wake the run loop
 
     def _mark_final(self, turn: _Turn, event: stt_pb2.StreamingRecognizeResponse) -> None:
         turn.t_final = time.perf_counter()
         turn.final_event = event
-        turn.speech_end_t = self._speech_end_t(event)
+        turn.speech_end_t = self._speech_end_t(turn, event)
         turn.span.add_event("stt_final", {"text": event.text, "from_candidate": event.from_candidate})
 
     def _confirm(self, turn: _Turn, event: stt_pb2.StreamingRecognizeResponse) -> None:
-        """FINAL confirmed the candidate: the held reply may play."""
-        turn.span.update_name("turn")
-        turn.span.set_attribute("speculative", False)
+        """FINAL confirmed the candidate: the held reply may play; its figures go on the turn's root span."""
+        turn.span.set_attribute("confirmed", True)
+        # The speculative span ends with the turn (its LLM/TTS calls are its children).
+        turn.spec_span, turn.span = turn.span, turn.root
         turn.speculative = False
         turn.preemptive_used = True
         self._mark_final(turn, event)
+        turn.span.add_event("speech_end", timestamp=_wall_ns(turn.speech_end_t))
+        for name, t in (
+            ("first_token", turn.t_first_token),
+            ("first_sentence", turn.t_first_sentence),
+            ("first_audio", turn.t_first_audio),
+        ):
+            if t is not None:  # happened while held
+                turn.span.add_event(name, timestamp=_wall_ns(t))
         turn.confirmed.set()
         if turn.reply:
             self._emit("reply_delta", turn.reply)  # what was generated while held
@@ -652,8 +798,8 @@ class Conversation:
                 await turn.prev.done.wait()
             metadata = telemetry.outgoing_metadata(turn.span)
             event = turn.final_event
-            start_ms = max(0, int(event.start_ms) - SYNC_LEAD_MS)
-            end_ms = max(int(event.audio_position_ms), int(event.end_ms))
+            start_ms = max(0, turn.offset_ms + int(event.start_ms) - SYNC_LEAD_MS)
+            end_ms = turn.offset_ms + max(int(event.audio_position_ms), int(event.end_ms))
             bytes_per_ms = STT_SAMPLE_RATE_HZ * BYTES_PER_SAMPLE // 1000
             clip = bytes(self._audio[start_ms * bytes_per_ms : end_ms * bytes_per_ms])
             recognized = await self._stt.Recognize(
@@ -814,6 +960,8 @@ class Conversation:
         turn.span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
         if turn.playback_span is not None:
             turn.playback_span.end()
+        if turn.spec_span is not None:
+            turn.spec_span.end()
         turn.span.end()
         turn.done.set()
 
@@ -870,6 +1018,8 @@ class Conversation:
             if turn.barge_in:
                 turn.playback_span.add_event("cancelled")
             turn.playback_span.end(end_time=_wall_ns(turn.t_end) if turn.t_end else None)
+        if turn.spec_span is not None:
+            turn.spec_span.end()
         span.end(end_time=_wall_ns(turn.t_end) if turn.t_end else None)
         turn.done.set()
         turn.llm_done.set()

@@ -130,6 +130,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         recognizer: StreamingRecognizer | None = None
         reader: asyncio.Task[None] | None = None
         final_latencies: list[float] = []
+        endpoint_silence_ms: int | None = None  # silence that ended the last utterance (0: ended by half-close)
         try:
             with server_span("stt.recognize", context, rpc="StreamingRecognize") as span:
                 requests = aiter(request_iterator)
@@ -167,6 +168,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                     if item.kind is EventKind.FINAL:
                         latency_ms = (time.perf_counter() - item.decided_at) * 1000
                         final_latencies.append(latency_ms)
+                        endpoint_silence_ms = item.endpoint_ms
                         span.add_event(
                             "endpoint", {"utterance": item.utterance, "endpoint_silence_ms": item.endpoint_ms}
                         )
@@ -192,6 +194,8 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                     span.set_attribute("speech_end_ms", recognizer.last_speech_end_ms)
                 if final_latencies:
                     span.set_attribute("final_latency_ms", round(max(final_latencies), 2))
+                if endpoint_silence_ms is not None:
+                    span.set_attribute("endpoint_silence_ms", endpoint_silence_ms)
         finally:
             if reader is not None:
                 reader.cancel()

@@ -1,4 +1,5 @@
-"""Each turn is one trace: root span `turn`, child `playback`, trace context on every RPC (fakes)."""
+"""Each turn is one trace: root span `turn`, child `playback`, trace context on every RPC including
+the turn's own StreamingRecognize stream; speculative attempts belong to their turn's trace (fakes)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,36 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from orchestrator.config import ServiceAddresses
 from orchestrator.pipeline import Conversation, TurnResult
 from service_runtime import telemetry
-from tests.fakes import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech, RecordingSink, serve_fakes, utterance
+from tests.fakes import (
+    Ev,
+    FakeLanguageModel,
+    FakeSpeechToText,
+    FakeTextToSpeech,
+    RecordingSink,
+    SttStep,
+    serve_fakes,
+    utterance,
+)
 
 
-def test_each_turn_is_one_trace_with_latency_attributes_and_propagated_context() -> None:
+def memory_exporter() -> InMemorySpanExporter:
     telemetry.setup_tracing("orchestrator")
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+def test_each_turn_is_one_trace_with_latency_attributes_and_propagated_context() -> None:
+    exporter = memory_exporter()
     steps = [*utterance("first question", 100, 400, 500), *utterance("second one", 700, 900, 1000, index=1)]
+
+    stt = FakeSpeechToText(steps)
 
     async def scenario() -> tuple[list[TurnResult], FakeLanguageModel, FakeTextToSpeech]:
         llm, tts = FakeLanguageModel("Fine. Thanks."), FakeTextToSpeech()
-        fakes = await serve_fakes(FakeSpeechToText(steps), llm, tts)
+        fakes = await serve_fakes(stt, llm, tts)
         addresses = ServiceAddresses(stt=fakes.address, llm=fakes.address, tts=fakes.address)
         async with Conversation(addresses, sink=RecordingSink(), barge_in=False) as conversation:
             results = await conversation.run_file(bytes(32000), 16000, pace=False)
@@ -36,6 +53,7 @@ def test_each_turn_is_one_trace_with_latency_attributes_and_propagated_context()
     spans = exporter.get_finished_spans()
     turns = [s for s in spans if s.name == "turn"]
     assert len(results) == 2 and len(turns) == 2
+    assert all(s.parent is None for s in turns), "a turn is the root of its trace"
     assert {format(s.context.trace_id, "032x") for s in turns} == {r.trace_id for r in results}
     for span, result in zip(sorted(turns, key=lambda s: s.start_time or 0), results, strict=True):
         attrs = dict(span.attributes or {})
@@ -54,3 +72,49 @@ def test_each_turn_is_one_trace_with_latency_attributes_and_propagated_context()
     trace_ids = {r.trace_id for r in results}
     assert {tp.split("-")[1] for tp in llm.traceparents} == trace_ids
     assert {s.traceparent.split("-")[1] for s in tts.syntheses} == trace_ids
+    # One StreamingRecognize per turn, opened under that turn's root span.
+    assert {tp.split("-")[1] for tp in stt.traceparents} >= trace_ids
+    assert stt.streams_opened >= 2
+    # Listening that heard nothing is never a `turn` trace.
+    assert all(dict(s.attributes or {}).get("empty") for s in spans if s.name == "listen")
+
+
+def test_a_discarded_speculative_attempt_stays_in_its_turns_trace() -> None:
+    exporter = memory_exporter()
+    candidate, final = "what is the", "what is the capital of France"
+    retract_gate, final_gate = asyncio.Event(), asyncio.Event()
+    steps = [
+        SttStep(Ev.SPEECH_STARTED, at_ms=100, start_ms=100),
+        SttStep(Ev.CANDIDATE_FINAL, candidate, at_ms=600, start_ms=100, end_ms=500),
+        SttStep(Ev.CANDIDATE_RETRACTED, after=retract_gate, start_ms=100),
+        SttStep(Ev.FINAL, final, after=final_gate, start_ms=100, end_ms=1500),
+    ]
+    llm = FakeLanguageModel("Sure. It is Paris.", hold_after_words=1)
+    stt = FakeSpeechToText(steps)
+
+    async def scenario() -> list[TurnResult]:
+        fakes = await serve_fakes(stt, llm, FakeTextToSpeech())
+        addresses = ServiceAddresses(stt=fakes.address, llm=fakes.address, tts=fakes.address)
+        async with Conversation(addresses, sink=RecordingSink(), barge_in=False) as conversation:
+            task = asyncio.create_task(conversation.run_file(bytes(64000), 16000, pace=False))
+            await asyncio.wait_for(llm.held.wait(), 10)
+            retract_gate.set()
+            await asyncio.wait_for(llm.generation_cancelled.wait(), 10)
+            llm.release.set()
+            final_gate.set()
+            results = await asyncio.wait_for(task, 20)
+        await fakes.server.stop(None)
+        return results
+
+    (result,) = asyncio.run(asyncio.wait_for(scenario(), 30))
+    spans = [s for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == result.trace_id]
+    (root,) = [s for s in spans if s.name == "turn"]
+    (speculative,) = [s for s in spans if s.name == "speculative"]
+    assert speculative.parent is not None and speculative.parent.span_id == root.context.span_id
+    assert dict(speculative.attributes or {})["discarded"] is True
+    assert "cancelled" in [e.name for e in speculative.events]
+    # Both Generate calls (discarded and confirmed) and the turn's STT stream carry this trace.
+    assert {tp.split("-")[1] for tp in llm.traceparents} == {result.trace_id}
+    assert result.trace_id in {tp.split("-")[1] for tp in stt.traceparents}
+    attrs = dict(root.attributes or {})
+    assert attrs["preemptive_used"] is False and attrs["transcript_chars"] == len(final)
