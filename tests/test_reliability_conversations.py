@@ -45,7 +45,8 @@ TURN_BOUND_S = 10.0
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     s = Stack(
-        stt=["--max-sessions", str(CONVERSATIONS + 4)],
+        # A conversation holds two STT streams for a moment when one turn's stream hands over to the next.
+        stt=["--max-sessions", str(2 * CONVERSATIONS + 4)],
         llm=["--max-queue", str(CONVERSATIONS + 4), "--max-sessions", str(2 * CONVERSATIONS + 8)],
         tts=["--max-streams", str(CONVERSATIONS + 4)],
     ).start()
