@@ -697,8 +697,8 @@ class Conversation:
     async def _pump_llm(self, turn: _Turn, generate: Any, synthesize: Any) -> None:
         try:
             if self.voice:
-                await synthesize.write(
-                    tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig(voice=self.voice))
+                await self._write_tts(
+                    synthesize, tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig(voice=self.voice))
                 )
             while True:
                 message = await generate.read()
@@ -710,7 +710,7 @@ class Conversation:
                         turn.t_first_token = now
                         turn.span.add_event("first_token")
                     turn.reply_parts.append(message.text)
-                    await synthesize.write(tts_pb2.StreamingSynthesizeRequest(text=message.text))
+                    await self._write_tts(synthesize, tts_pb2.StreamingSynthesizeRequest(text=message.text))
                     if turn.t_first_sentence is None and _SENTENCE_END.search(turn.reply):
                         turn.t_first_sentence = now
                         turn.span.add_event("first_sentence")
@@ -729,6 +729,20 @@ class Conversation:
             await synthesize.done_writing()
         except grpc.RpcError as error:
             raise self._service_error("tts", error) from None
+        except asyncio.InvalidStateError:
+            raise await self._ended_call_error("tts", synthesize) from None
+
+    async def _write_tts(self, synthesize: Any, request: tts_pb2.StreamingSynthesizeRequest) -> None:
+        try:
+            await synthesize.write(request)
+        except asyncio.InvalidStateError:
+            # The TTS call already ended (e.g. its server died): report its status, naming the service.
+            raise await self._ended_call_error("tts", synthesize) from None
+
+    async def _ended_call_error(self, kind: str, call: Any) -> Exception:
+        code, details = await call.code(), await call.details()
+        error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+        return self._service_error(kind, error)
 
     async def _pump_tts(self, turn: _Turn, synthesize: Any) -> None:
         last: _Unit | None = None
