@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-sessions",
         type=int,
-        default=env_default("STT_MAX_SESSIONS", 4),
+        default=env_default("STT_MAX_SESSIONS", 8),
         help="concurrent streams + unary calls; beyond: RESOURCE_EXHAUSTED (env STT_MAX_SESSIONS)",
     )
     parser.add_argument(
