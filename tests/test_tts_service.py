@@ -75,8 +75,7 @@ def server(collector: OtlpCollector, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def channel(server: ServiceProcess) -> Iterator[grpc.Channel]:
-    # No BDP probing: the client's receive window stays small, so server-side flow control is visible.
-    with grpc.insecure_channel(server.address, options=[("grpc.http2.bdp_probe", 0)]) as ch:
+    with grpc.insecure_channel(server.address) as ch:
         yield ch
 
 
@@ -292,11 +291,20 @@ def test_cancel_mid_stream_frees_the_stream_and_the_next_request_works(
 def test_slow_consumer_stops_synthesis_and_keeps_server_memory_bounded(
     server: ServiceProcess, stub: tts_pb2_grpc.TextToSpeechStub
 ) -> None:
+    # Its own connection without BDP probing: the client's receive window stays small, so
+    # server-side flow control is visible (and a stalled window cannot affect other tests).
+    with grpc.insecure_channel(server.address, options=[("grpc.http2.bdp_probe", 0)]) as slow_channel:
+        _check_slow_consumer(server, tts_pb2_grpc.TextToSpeechStub(slow_channel), stub)
+
+
+def _check_slow_consumer(
+    server: ServiceProcess, slow_stub: tts_pb2_grpc.TextToSpeechStub, stub: tts_pb2_grpc.TextToSpeechStub
+) -> None:
     pid = server.process.pid
     rss_before_kib = proc_status(pid, "VmRSS")
     # ~4000 characters: ~4 minutes of audio, ~23 MiB at 48 kHz if the server buffered it all.
     text = " ".join(f"Sentence {i} is here to make plenty of audio for a listener who reads slowly." for i in range(50))
-    call = stub.Synthesize(tts_pb2.SynthesizeRequest(text=text, sample_rate_hz=48000), timeout=120)
+    call = slow_stub.Synthesize(tts_pb2.SynthesizeRequest(text=text, sample_rate_hz=48000), timeout=120)
     next(call)
     # The client stops reading: once the bounded queue and the transport window are full the
     # server must stop synthesizing (no CPU) instead of buffering the whole answer.
