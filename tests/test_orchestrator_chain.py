@@ -128,7 +128,10 @@ def test_preemptive_reply_is_held_until_the_final_confirms_it() -> None:
     assert len(fakes.llm.generations) == 1, "the confirmed candidate's work is reused, not redone"
     assert sum(sink.written) // 2 == spoken_samples(reply)
     assert turn.tts_ttfa_ms is not None and turn.stt_final_ms is not None and turn.dead_air_ms is not None
-    assert turn.tts_ttfa_ms < turn.stt_final_ms <= turn.dead_air_ms
+    # The audio was synthesized before the FINAL (the scenario only sends the FINAL after the fake
+    # TTS sent it); which of the two streams the orchestrator reads first is a race, so only the
+    # release order is asserted: playback starts at the FINAL, not before.
+    assert turn.stt_final_ms <= turn.dead_air_ms and turn.tts_ttfa_ms <= turn.dead_air_ms
 
 
 def test_retracted_candidate_work_is_cancelled_and_never_played() -> None:

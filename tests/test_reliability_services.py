@@ -206,18 +206,19 @@ def test_protocol_misuse_is_invalid_argument_with_a_clear_message(
     stt: stt_pb2_grpc.SpeechToTextStub, llm: llm_pb2_grpc.LanguageModelStub, tts: tts_pb2_grpc.TextToSpeechStub
 ) -> None:
     cfg = stt_pb2.StreamingRecognizeRequest(config=STT16K)
+    # Factories, called one at a time: calls made all at once would exceed the small session caps.
     cases = [
-        (stt.StreamingRecognize(iter([stt_pb2.StreamingRecognizeRequest()]), timeout=10), "must carry `config`"),
-        (stt.StreamingRecognize(iter([cfg, stt_pb2.StreamingRecognizeRequest()]), timeout=10), "must carry `audio`"),
+        (lambda: stt.StreamingRecognize(iter([stt_pb2.StreamingRecognizeRequest()]), timeout=10), "must carry `config`"),
+        (lambda: stt.StreamingRecognize(iter([cfg, stt_pb2.StreamingRecognizeRequest()]), timeout=10), "must carry `audio`"),
         (
-            stt.StreamingRecognize(
+            lambda: stt.StreamingRecognize(
                 iter([stt_pb2.StreamingRecognizeRequest(config=stt_pb2.RecognitionConfig(sample_rate_hz=16000, encoding=-5))]),
                 timeout=10,
             ),
             "LINEAR16",
         ),
         (
-            stt.StreamingRecognize(
+            lambda: stt.StreamingRecognize(
                 iter([stt_pb2.StreamingRecognizeRequest(
                     config=stt_pb2.RecognitionConfig(sample_rate_hz=16000, endpoint_silence_ms=200, min_endpoint_silence_ms=300)
                 )]),
@@ -226,26 +227,26 @@ def test_protocol_misuse_is_invalid_argument_with_a_clear_message(
             "min_endpoint_silence_ms",
         ),
         (
-            llm.Generate(
+            lambda: llm.Generate(
                 llm_pb2.GenerateRequest(messages=[user("hi"), llm_pb2.ChatMessage(role="system", content="x")]), timeout=10
             ),
             "only allowed as the first message",
         ),
-        (llm.Generate(llm_pb2.GenerateRequest(messages=[llm_pb2.ChatMessage(content="hi")]), timeout=10), "role ''"),
+        (lambda: llm.Generate(llm_pb2.GenerateRequest(messages=[llm_pb2.ChatMessage(content="hi")]), timeout=10), "role ''"),
         (
-            llm.Generate(llm_pb2.GenerateRequest(session_id="a" * 129, messages=[user("hi")]), timeout=10),
+            lambda: llm.Generate(llm_pb2.GenerateRequest(session_id="a" * 129, messages=[user("hi")]), timeout=10),
             "at most 128 characters",
         ),
         (
-            llm.Generate(llm_pb2.GenerateRequest(messages=[user("hi")], max_tokens=2**32 - 1), timeout=10),
+            lambda: llm.Generate(llm_pb2.GenerateRequest(messages=[user("hi")], max_tokens=2**32 - 1), timeout=10),
             f"allowed 1 to {LLM_MAX_TOKENS}",
         ),
-        (tts.StreamingSynthesize(
+        (lambda: tts.StreamingSynthesize(
             iter([tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig(sample_rate_hz=2**32 - 1))]), timeout=10
         ), "8000 to 48000"),
     ]  # fmt: skip
-    for call, needle in cases:
-        error = rpc_error(call)
+    for make_call, needle in cases:
+        error = rpc_error(make_call())
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (needle, error)
         assert needle in (error.details() or ""), (needle, error.details())
     for rpc, request in [
