@@ -24,7 +24,7 @@ import pytest
 
 from service_runtime.launcher import ServiceProcess
 from tests.otlp_collector import OtlpCollector
-from tests.tts_wer import wer
+from tests.wer import wer
 from voice.tts.v1 import tts_pb2, tts_pb2_grpc
 
 pytestmark = pytest.mark.real
