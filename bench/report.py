@@ -79,6 +79,11 @@ def _p(section: Any, key: str = "p50") -> Any:
     return section.get(key) if isinstance(section, Mapping) else None
 
 
+def _summary_row(label: str, summary: Any, note: str) -> list[Any]:
+    """A components-table row: label, p50, p95 of a summary, note."""
+    return [label, _p(summary), _p(summary, "p95"), note]
+
+
 def render(results: Mapping[str, Any]) -> str:
     """The whole report as text (what `python -m bench` prints and RESULTS.md embeds)."""
     out: list[str] = []
@@ -163,42 +168,24 @@ def render(results: Mapping[str, Any]) -> str:
     stt = results.get("stt") or {}
     if stt:
         comp += [
-            [
-                "STT Recognize real-time factor",
-                _p(stt.get("rtf")),
-                _p(stt.get("rtf"), "p95"),
-                "processing_ms / audio_ms",
-            ],
-            [
-                "STT end of speech -> FINAL (ms)",
-                _p(stt.get("eos_to_final_ms")),
-                _p(stt.get("eos_to_final_ms"), "p95"),
-                "incl. endpoint silence",
-            ],
-            [
+            _summary_row("STT Recognize real-time factor", stt.get("rtf"), "processing_ms / audio_ms"),
+            _summary_row("STT end of speech -> FINAL (ms)", stt.get("eos_to_final_ms"), "incl. endpoint silence"),
+            _summary_row(
                 "STT end of speech -> CANDIDATE_FINAL (ms)",
-                _p(stt.get("eos_to_candidate_ms")),
-                _p(stt.get("eos_to_candidate_ms"), "p95"),
+                stt.get("eos_to_candidate_ms"),
                 "when a preemptive LLM call can start",
-            ],
-            [
+            ),
+            _summary_row(
                 "STT FINAL after endpoint (ms)",
-                _p(stt.get("final_after_endpoint_ms")),
-                _p(stt.get("final_after_endpoint_ms"), "p95"),
+                stt.get("final_after_endpoint_ms"),
                 "client, from the audio that completed the endpoint",
-            ],
-            [
-                "STT endpoint silence (ms)",
-                _p(stt.get("endpoint_silence_ms")),
-                _p(stt.get("endpoint_silence_ms"), "p95"),
-                "FINAL audio_position - end_ms",
-            ],
-            [
+            ),
+            _summary_row("STT endpoint silence (ms)", stt.get("endpoint_silence_ms"), "FINAL audio_position - end_ms"),
+            _summary_row(
                 "STT FINAL decode (ms)",
-                _p(stt.get("final_decode_ms")),
-                _p(stt.get("final_decode_ms"), "p95"),
+                stt.get("final_decode_ms"),
                 f"from candidate: {stt.get('final_from_candidate_rate')}",
-            ],
+            ),
             [
                 "STT WER Recognize / streaming",
                 stt.get("wer"),
@@ -209,12 +196,11 @@ def render(results: Mapping[str, Any]) -> str:
     llm = results.get("llm") or {}
     if llm:
         comp += [
-            [
+            _summary_row(
                 "LLM time to first token, client (ms)",
-                _p(llm.get("ttft_client_ms")),
-                _p(llm.get("ttft_client_ms"), "p95"),
+                llm.get("ttft_client_ms"),
                 f"server p50 {_p(llm.get('ttft_server_ms'))}",
-            ],
+            ),
             [
                 "LLM ttft turn 1 / turn 2 (ms)",
                 _p(llm.get("ttft_turn1_ms")),
@@ -231,12 +217,7 @@ def render(results: Mapping[str, Any]) -> str:
     tts = results.get("tts") or {}
     if tts:
         comp += [
-            [
-                "TTS time to first audio (ms)",
-                _p(tts.get("ttfa_ms")),
-                _p(tts.get("ttfa_ms"), "p95"),
-                "Synthesize, client-measured",
-            ],
+            _summary_row("TTS time to first audio (ms)", tts.get("ttfa_ms"), "Synthesize, client-measured"),
             ["TTS real-time factor", _p(tts.get("rtf")), _p(tts.get("rtf"), "p95"), "wall / audio seconds"],
         ]
     if comp:

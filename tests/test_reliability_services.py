@@ -650,18 +650,8 @@ def unary_status(fn: object, request: object) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-stt_configs = st.builds(
-    stt_pb2.RecognitionConfig,
-    sample_rate_hz=u32,
-    encoding=st.integers(-(2**31), 2**31 - 1),
-    language=texts,
-    interim_results=st.booleans(),
-    endpoint_silence_ms=u32,
-    candidate_silence_ms=u32,
-    min_endpoint_silence_ms=u32,
-)
 stt_messages = st.one_of(
-    stt_configs.map(lambda c: stt_pb2.StreamingRecognizeRequest(config=c)),
+    stt_config_wild.map(lambda c: stt_pb2.StreamingRecognizeRequest(config=c)),
     audio_bytes.map(lambda a: stt_pb2.StreamingRecognizeRequest(audio=a)),
     st.just(stt_pb2.StreamingRecognizeRequest()),
 )
