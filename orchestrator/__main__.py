@@ -32,6 +32,7 @@ from orchestrator.pipeline import Conversation, TurnResult
 from orchestrator.report import waterfall
 from orchestrator.services import ServiceCallError, ServiceDownError, check_services
 from service_runtime import telemetry
+from service_runtime.health_wait import ServiceError
 
 DEMO_WAV = Path(__file__).with_name("demo_question.wav")
 FILE_MODE_HINT = "python -m orchestrator talk --input question.wav --output reply.wav"
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except NoAudioDeviceError as error:
         print(f"{error}.\nTalk through WAV files instead:\n  {FILE_MODE_HINT}", file=sys.stderr)
         code = EXIT_USAGE
-    except (ServiceDownError, ServiceCallError) as error:
+    except (ServiceDownError, ServiceCallError, ServiceError) as error:
         print(str(error), file=sys.stderr)
         code = EXIT_SERVICE
     except KeyboardInterrupt:

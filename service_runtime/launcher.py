@@ -17,10 +17,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service_runtime.health_wait import ServiceError, wait_serving
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,7 @@ class ServiceInfo:
     kind: str  # "stt", "llm", "tts"
     module: str
     default_port: int
+    args: tuple[str, ...] = ()  # extra command-line flags
 
 
 SERVICES: dict[str, ServiceInfo] = {
@@ -37,32 +37,6 @@ SERVICES: dict[str, ServiceInfo] = {
 }
 RUN_DIR = Path(".run")
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
-
-
-class ServiceError(RuntimeError):
-    pass
-
-
-def wait_serving(address: str, timeout_s: float, service: str = "") -> None:
-    """Block until the grpc.health.v1 status of `address` is SERVING (health Watch, no polling)."""
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ServiceError(f"{address} did not report SERVING within {timeout_s:.0f}s")
-            try:
-                for reply in stub.Watch(
-                    health_pb2.HealthCheckRequest(service=service), timeout=remaining, wait_for_ready=True
-                ):
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-            except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise ServiceError(f"{address} did not report SERVING within {timeout_s:.0f}s") from error
-                # The server went away mid-watch (e.g. restarting): retry until the deadline.
-                time.sleep(0.1)
 
 
 class ServiceProcess:
@@ -161,61 +135,89 @@ class ServiceProcess:
             self.process.wait()
 
 
-def _pid_file(kind: str) -> Path:
-    return RUN_DIR / f"{kind}.pid"
+def _pid_file(kind: str, run_dir: Path | None = None) -> Path:
+    return (run_dir or RUN_DIR) / f"{kind}.pid"
 
 
-def _running_pid(kind: str) -> int | None:
+def _running_pid(kind: str, run_dir: Path | None = None) -> int | None:
     try:
-        pid = int(_pid_file(kind).read_text())
+        pid = int(_pid_file(kind, run_dir).read_text())
         os.kill(pid, 0)
         return pid
     except (OSError, ValueError):
         return None
 
 
-def start_all(timeout_s: float = 600.0) -> None:
-    started: list[tuple[str, str]] = []
-    for kind, info in SERVICES.items():
+def start_all(
+    timeout_s: float = 600.0,
+    services: dict[str, ServiceInfo] | None = None,
+    run_dir: Path | None = None,
+    out: TextIO = sys.stdout,
+    stop_timeout_s: float = 10.0,
+) -> dict[str, str]:
+    """Start the services not already running (detached, logs in run_dir) and wait for SERVING.
+
+    Returns {kind: address}. Raises StartFailure at once when a service dies before SERVING,
+    after stopping the others started here.
+    """
+    from service_runtime.supervise import Starting, wait_all_serving
+
+    services = services or SERVICES
+    run_dir = run_dir or RUN_DIR
+    run_dir.mkdir(parents=True, exist_ok=True)
+    starting: list[Starting] = []
+    addresses: dict[str, str] = {}
+    for kind, info in services.items():
         port = int(os.environ.get(f"{kind.upper()}_PORT", info.default_port))
-        address = f"127.0.0.1:{port}"
-        if _running_pid(kind):
-            print(f"{kind}-service already running (pid {_running_pid(kind)}) on {address}")
-            started.append((kind, address))
+        address = addresses[kind] = f"127.0.0.1:{port}"
+        log_path = run_dir / f"{kind}.log"
+        pid = _running_pid(kind, run_dir)
+        if pid:
+            print(f"{kind}-service already running (pid {pid}) on {address}", file=out)
+            starting.append(Starting(f"{kind}-service", address, log_path))
             continue
-        log_path = RUN_DIR / f"{kind}.log"
-        proc = ServiceProcess(kind, port=port, log_path=log_path, detach=True)
-        _pid_file(kind).write_text(str(proc.process.pid))
-        print(f"{kind}-service starting (pid {proc.process.pid}) on {address}, log: {log_path}")
-        started.append((kind, address))
-    for kind, address in started:
-        print(f"waiting for {kind}-service to report SERVING ...", flush=True)
-        try:
-            wait_serving(address, timeout_s)
-        except ServiceError as error:
-            sys.exit(f"{kind}-service failed: {error}; see {RUN_DIR / (kind + '.log')}")
-        print(f"{kind}-service SERVING on {address}")
-    print("all services up; `make stop` ends them. Logs in .run/*.log")
+        log_path.unlink(missing_ok=True)  # the tail shown on failure must be this start's
+        proc = ServiceProcess(kind, info.args, port=port, log_path=log_path, detach=True, module=info.module)
+        _pid_file(kind, run_dir).write_text(str(proc.process.pid))
+        print(f"{kind}-service starting (pid {proc.process.pid}) on {address}, log: {log_path}", file=out)
+        starting.append(Starting(f"{kind}-service", address, log_path, proc.process))
+    print("waiting for the models to load and warm up ...", file=out, flush=True)
+    try:
+        wait_all_serving(starting, timeout_s, out=out, stop_timeout_s=stop_timeout_s)
+    except ServiceError:
+        for kind in services:
+            if not _running_pid(kind, run_dir):
+                _pid_file(kind, run_dir).unlink(missing_ok=True)
+        raise
+    print(f"all services up; `make stop` ends them. Logs in {run_dir}/*.log", file=out)
+    return addresses
 
 
-def stop_all(timeout_s: float = 20.0) -> None:
-    for kind in SERVICES:
-        pid = _running_pid(kind)
+def stop_all(
+    timeout_s: float = 20.0, services: dict[str, ServiceInfo] | None = None, run_dir: Path | None = None
+) -> None:
+    for kind in services or SERVICES:
+        pid = _running_pid(kind, run_dir)
         if pid is None:
-            _pid_file(kind).unlink(missing_ok=True)
+            _pid_file(kind, run_dir).unlink(missing_ok=True)
             continue
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.1)  # waiting on a process we did not spawn: no handle to wait on
-        else:
+        while _running_pid(kind, run_dir) and not _reaped(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)  # a process `make serve` started: no handle to wait on
+        if _running_pid(kind, run_dir) and not _reaped(pid):
             os.kill(pid, signal.SIGKILL)
-        _pid_file(kind).unlink(missing_ok=True)
+        _pid_file(kind, run_dir).unlink(missing_ok=True)
         print(f"{kind}-service stopped (pid {pid})")
+
+
+def _reaped(pid: int) -> bool:
+    """True once `pid` has exited; reaps it when it is our own child (else a zombie looks alive)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == pid
+    except ChildProcessError:  # not our child: gone when kill(pid, 0) fails
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -224,7 +226,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     RUN_DIR.mkdir(exist_ok=True)
     if args.command == "start":
-        start_all()
+        try:
+            start_all()
+        except ServiceError as error:
+            sys.exit(f"\n{error}\nFix the cause and run `make serve` again (`make stop` clears what is left).")
     else:
         stop_all()
 

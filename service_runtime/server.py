@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import signal
 import sys
@@ -140,13 +141,17 @@ async def _load(load_model: ModelLoader, log: logging.Logger) -> Mapping[str, An
     try:
         info = await asyncio.to_thread(load_model)
     except Exception as error:
-        log.error("model failed to load: %s", error)
+        # Health stays NOT_SERVING and the process exits 1: the launcher reports this line.
+        log.error("model failed to load or warm up: %s", error)
         return None
     return {**info, "load_s": f"{time.perf_counter() - started:.2f}"}
 
 
 def run_service_cli(spec: ServiceSpec, argv: Sequence[str] | None = None) -> None:
     args = build_parser(spec).parse_args(argv)
+    # A crash inside a native library (llama.cpp, ONNX, CTranslate2) then leaves the Python
+    # stack in the log, which the launcher shows when the service dies before SERVING.
+    faulthandler.enable(all_threads=False)
     logging.basicConfig(
         level=str(args.log_level).upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

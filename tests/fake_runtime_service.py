@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
+import threading
 from typing import Any
 
 import grpc
@@ -44,6 +47,13 @@ class FakeTextToSpeech(tts_pb2_grpc.TextToSpeechServicer):
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fail-load", action="store_true", help="make the fake load fail")
+    parser.add_argument(
+        "--on-load",
+        choices=["stdin", "serve", "segfault", "hang"],
+        default="stdin",
+        help="stdin: load when a line arrives; serve: at once; segfault: die of SIGSEGV "
+        "(a native crash); hang: never finish loading",
+    )
 
 
 def _create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
@@ -51,7 +61,12 @@ def _create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
     tts_pb2_grpc.add_TextToSpeechServicer_to_server(FakeTextToSpeech(slot), server)
 
     def load() -> dict[str, str]:
-        sys.stdin.readline()  # the test "finishes loading" by writing a line
+        if args.on_load == "stdin":
+            sys.stdin.readline()  # the test "finishes loading" by writing a line
+        elif args.on_load == "segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        elif args.on_load == "hang":
+            threading.Event().wait()
         if args.fail_load:
             raise RuntimeError("fake model file is corrupt")
         slot.set(FakeVoiceList())

@@ -131,7 +131,7 @@ def test_a_model_that_fails_to_load_exits_nonzero_with_the_reason() -> None:
     finish_loading(proc)
     assert proc.process.wait(30) == 1
     proc.wait_listening()
-    assert "model failed to load: fake model file is corrupt" in proc.log
+    assert "model failed to load or warm up: fake model file is corrupt" in proc.log
 
 
 def test_trace_context_crosses_the_grpc_call(collector: OtlpCollector) -> None:

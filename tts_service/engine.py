@@ -29,6 +29,26 @@ log = logging.getLogger("tts-service")
 
 MIN_OUTPUT_RATE = 8000
 MAX_OUTPUT_RATE = 48000
+WARM_UP_TEXT = "Hello, this is a warm up."
+# Any voice speaks WARM_UP_TEXT (7 syllables) in about 1-3 s; outside this, the model is broken.
+WARM_UP_SECONDS = (0.4, 8.0)
+
+
+class EngineCheckError(RuntimeError):
+    """The start-up warm-up produced no usable audio."""
+
+
+def check_warm_up_audio(voice: str, pcm: bytes, sample_rate_hz: int) -> None:
+    """Raise EngineCheckError unless `pcm` sounds like speech: plausible length, not silent, not clipped noise."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    seconds = samples.size / sample_rate_hz if sample_rate_hz else 0.0
+    rms = float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+    low, high = WARM_UP_SECONDS
+    if not (low <= seconds <= high and 0.005 <= rms <= 0.5):
+        raise EngineCheckError(
+            f"voice {voice!r} spoke {WARM_UP_TEXT!r} as {seconds:.2f} s of audio at RMS {rms:.3f} "
+            f"(expected {low}-{high} s, RMS 0.005-0.5): the voice model or the ONNX/MLX runtime is broken"
+        )
 
 
 class Backend(str, Enum):
@@ -225,8 +245,9 @@ class TtsEngine:
     def warm_up(self) -> float:
         """One synthesis per voice (first ONNX run allocates); returns the seconds it took."""
         started = time.perf_counter()
-        for voice in self.voices.values():
-            voice.synthesize_blocking("Hello, this is a warm up.")
+        for name, voice in self.voices.items():
+            result = voice.synthesize_blocking(WARM_UP_TEXT)
+            check_warm_up_audio(name, result.pcm, result.sample_rate_hz)
         return time.perf_counter() - started
 
     def close(self) -> None:

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build (once) a llama-cpp-python wheel that runs on every CPU of this architecture, and print
+# the folder holding it, for `pip install --find-links`.
+#
+# Why portable: a native build (-march=native) on an Intel Xeon with AVX-512/AMX turns on
+# llama.cpp's AMX weight-repacking path, which segfaults on the bundled GGUFs; and a native wheel
+# cached in $HOME would be reused by a later machine with another CPU. So the wheel is built for
+# a fixed instruction set (x86-64: AVX2+FMA+F16C, the Haswell/Zen baseline; older CPUs get the
+# SSE baseline), and cached under a key naming that target and the exact CMake flags.
+# LLAMA_CMAKE_ARGS overrides the flags (e.g. "-DGGML_NATIVE=ON" for a machine-local build); the
+# key then carries its hash, so it is never picked up by another target.
+#
+# usage: scripts/llama_wheel.sh PIP VERSION CACHE_DIR
+set -euo pipefail
+pip="$1" version="$2" cache="$3"
+
+arch="$(uname -m)" os="$(uname -s)"
+if [[ -n "${LLAMA_CMAKE_ARGS:-}" ]]; then
+  flags="$LLAMA_CMAKE_ARGS"
+  target="custom"
+elif [[ "$os" == Darwin ]]; then
+  flags="-DGGML_NATIVE=OFF"  # Apple Silicon: NEON + Metal, the same on every M-series chip
+  target="darwin-$arch"
+elif [[ "$arch" == x86_64 ]]; then
+  if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw f16c /proc/cpuinfo && grep -qw bmi2 /proc/cpuinfo; then
+    flags="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+    target="x86_64-avx2"
+  else
+    flags="-DGGML_NATIVE=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF"
+    target="x86_64-sse"
+  fi
+else
+  flags="-DGGML_NATIVE=OFF"  # arm64 Linux and others: the architecture's baseline
+  target="$os-$arch"
+fi
+
+# The flags' hash is part of the key too: a change of flags never reuses an older wheel.
+digest() { if command -v sha256sum >/dev/null; then sha256sum; else shasum -a 256; fi | cut -c1-8; }
+dir="$cache/llama-cpp-python-$version-$target-$(printf '%s' "$flags" | digest)"
+if ! ls "$dir"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
+  mkdir -p "$dir"
+  echo ">> building llama-cpp-python $version for $target ($flags); once per target, ~4 min on 2 cores" >&2
+  started=$(date +%s)
+  CMAKE_ARGS="$flags" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc 2>/dev/null || sysctl -n hw.ncpu)" \
+    "$pip" wheel --no-deps --no-cache-dir -w "$dir" "llama-cpp-python==$version" >&2
+  echo ">> built in $(( $(date +%s) - started )) s: $dir" >&2
+fi
+echo "$dir"
