@@ -27,10 +27,11 @@ from orchestrator.audio import (
     import_sounddevice,
     load_wav_pcm16,
 )
+from orchestrator.clients import ServiceCallError, ServiceDownError, check_services
 from orchestrator.config import SERVICE_NAMES, ServiceAddresses
-from orchestrator.pipeline import Conversation, TurnResult
+from orchestrator.events import ConversationEvent, EventKind
+from orchestrator.pipeline import Conversation
 from orchestrator.report import waterfall
-from orchestrator.services import ServiceCallError, ServiceDownError, check_services
 from service_runtime import telemetry
 from service_runtime.health_wait import ServiceError
 
@@ -61,10 +62,11 @@ class Printer:
             self._reply_open = False
         print(text, flush=True)
 
-    def __call__(self, kind: str, payload: Any) -> None:
-        if kind == "turn":
+    def __call__(self, event: ConversationEvent) -> None:
+        kind, text = event.kind, event.text
+        if kind is EventKind.TURN and event.result is not None:
             self.turns += 1
-            result: TurnResult = payload
+            result = event.result
             self._line(f"agent (heard): {result.heard_reply}" if result.barge_in else "")
             if not self.quiet:
                 print(waterfall(result, self.turns), flush=True)
@@ -75,23 +77,21 @@ class Printer:
             return
         if self.quiet:
             return
-        if kind == "interim" and payload:
+        if kind is EventKind.INTERIM and text:
             if self.tty:
-                sys.stdout.write(f"\r\033[K… {payload}")
+                sys.stdout.write(f"\r\033[K… {text}")
                 sys.stdout.flush()
                 self._interim = True
-        elif kind == "final":
-            self._line(f"you: {payload}")
-        elif kind == "reply_delta":
+        elif kind is EventKind.FINAL:
+            self._line(f"you: {text}")
+        elif kind is EventKind.REPLY_DELTA:
             if not self._reply_open:
                 sys.stdout.write("agent: ")
                 self._reply_open = True
-            sys.stdout.write(payload)
+            sys.stdout.write(text)
             sys.stdout.flush()
-        elif kind == "barge_in":
-            self._line(f"[barge-in: you interrupted; the agent heard you after {payload!r}]")
-        elif kind == "discarded":
-            pass
+        elif kind is EventKind.BARGE_IN:
+            self._line(f"[barge-in: you interrupted; the agent heard you after {text!r}]")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import grpc
@@ -38,12 +37,14 @@ from orchestrator.audio import (
     PlayoutSink,
     resample_pcm16,
 )
+from orchestrator.clients import Clients, check_services
 from orchestrator.config import ServiceAddresses
-from orchestrator.services import ServiceCallError, check_services, error_from_rpc
+from orchestrator.events import ConversationEvent, EventKind, Listener, notify
+from orchestrator.timing import TurnResult
 from service_runtime import telemetry
-from voice.llm.v1 import llm_pb2, llm_pb2_grpc
-from voice.stt.v1 import stt_pb2, stt_pb2_grpc
-from voice.tts.v1 import tts_pb2, tts_pb2_grpc
+from voice.llm.v1 import llm_pb2
+from voice.stt.v1 import stt_pb2
+from voice.tts.v1 import tts_pb2
 
 log = logging.getLogger("orchestrator")
 
@@ -53,50 +54,6 @@ _SENTENCE_END = re.compile(r"[.!?;:](\s|$)|\n")
 CHUNK_MS = 20
 # Sync mode: audio before the utterance's start kept for Recognize (VAD start is a little late).
 SYNC_LEAD_MS = 300
-
-# A listener gets UI events: ("speech_started"|"interim"|"candidate"|"retracted"|"final"|"reply_delta"|
-# "barge_in"|"discarded"|"turn", payload). Must not block.
-Listener = Callable[[str, Any], None]
-
-
-@dataclass
-class TurnResult:
-    """One turn, its latency waterfall (ms from the end of the user's speech) and the reply audio."""
-
-    mode: str
-    transcript: str
-    reply: str
-    heard_reply: str
-    dead_air_ms: float | None
-    stt_final_ms: float | None
-    llm_ttft_ms: float | None
-    first_sentence_ms: float | None
-    tts_ttfa_ms: float | None
-    playback_start_ms: float | None
-    total_ms: float | None
-    barge_in: bool
-    preemptive_used: bool
-    trace_id: str
-    session_id: str
-    audio: bytes = field(repr=False)
-    sample_rate_hz: int
-    utterance_index: int = 0
-    audio_s: float = 0.0
-    llm_done_ms: float | None = None
-    prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cancelled_rpcs: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Everything but the audio, JSON-ready."""
-        record = asdict(self)
-        record.pop("audio")
-        return {k: (round(v, 1) if isinstance(v, float) else v) for k, v in record.items()}
-
-    def to_json(self) -> str:
-        """The JSON-lines record of this turn (one line, no audio)."""
-        return json.dumps(self.as_dict(), ensure_ascii=False)
 
 
 class _SendClock:
@@ -264,10 +221,7 @@ class Conversation:
         self.results: list[TurnResult] = []
         telemetry.setup_tracing("orchestrator")
         self._tracer = telemetry.tracer("orchestrator")
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stt: stt_pb2_grpc.SpeechToTextStub | None = None
-        self._llm: llm_pb2_grpc.LanguageModelStub | None = None
-        self._tts: tts_pb2_grpc.TextToSpeechStub | None = None
+        self._clients = Clients(addresses)
         self._seq = 0
         self._current: _Turn | None = None
         self._spec: _Turn | None = None
@@ -288,34 +242,17 @@ class Conversation:
 
     # ----------------------------------------------------------------- set-up
 
-    def _connect(self) -> None:
-        if self._channels:
-            return
-        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        for kind, address in self.addresses.items():
-            self._channels[kind] = grpc.aio.insecure_channel(address, options=options)
-        self._stt = stt_pb2_grpc.SpeechToTextStub(self._channels["stt"])
-        self._llm = llm_pb2_grpc.LanguageModelStub(self._channels["llm"])
-        self._tts = tts_pb2_grpc.TextToSpeechStub(self._channels["tts"])
-
     async def check_services(self, timeout_s: float = 2.0) -> None:
         """Raise ServiceDownError naming the first service that is not SERVING."""
         await check_services(self.addresses, timeout_s)
 
-    def _address(self, kind: str) -> str:
-        return dict(self.addresses.items())[kind]
-
     def _service_error(self, kind: str, error: grpc.RpcError) -> Exception:
-        """An error naming the service: ServiceDownError when it is gone, else ServiceCallError."""
-        down = error_from_rpc(kind, self._address(kind), error)
-        return down if down is not None else ServiceCallError(kind, self._address(kind), error)
+        return self._clients.error(kind, error)
 
-    def _emit(self, kind: str, payload: Any = None) -> None:
-        if self.listener is not None:
-            try:
-                self.listener(kind, payload)
-            except Exception:
-                log.exception("listener failed on %s", kind)
+    def _emit(
+        self, kind: EventKind, text: str = "", utterance_index: int = 0, result: TurnResult | None = None
+    ) -> None:
+        notify(self.listener, ConversationEvent(kind, text, utterance_index, result))
 
     # ----------------------------------------------------------------- running
 
@@ -338,8 +275,7 @@ class Conversation:
         `pace` says whether the source runs in real time (file at pace or microphone); barge-in
         needs real time and is off otherwise.
         """
-        self._connect()
-        assert self._stt is not None
+        self._clients.connect()
         self._clock = _SendClock(paced=pace)
         self._audio = bytearray()
         self._speech_end_hint_ms = speech_end_ms
@@ -426,13 +362,12 @@ class Conversation:
 
     def _open_listen(self, offset_ms: int) -> _Listen:
         """Start listening for the next turn: its root span and its STT stream from `offset_ms` on."""
-        assert self._stt is not None
         root = self._tracer.start_span(
             "turn",
             context=trace.set_span_in_context(trace.INVALID_SPAN),  # a new trace per turn
             attributes={"mode": self.mode, "session_id": self.session_id},
         )
-        call = self._stt.StreamingRecognize(metadata=telemetry.outgoing_metadata(root))
+        call = self._clients.stt.StreamingRecognize(metadata=telemetry.outgoing_metadata(root))
         listen = _Listen(len(self._listens) + 1, offset_ms, root, call)
         self._listen = listen
         self._listens.append(listen)
@@ -528,12 +463,10 @@ class Conversation:
             self._cancel_calls(turn)
             if turn.task is not None:
                 turn.task.cancel()
-        if self._llm is not None:
+        if self._clients.connected:
             with contextlib.suppress(grpc.RpcError):
-                await self._llm.ResetSession(llm_pb2.ResetSessionRequest(session_id=self.session_id), timeout=5)
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels = {}
+                await self._clients.llm.ResetSession(llm_pb2.ResetSessionRequest(session_id=self.session_id), timeout=5)
+        await self._clients.close()
 
     async def __aenter__(self) -> Conversation:
         return self
@@ -546,7 +479,7 @@ class Conversation:
     async def _on_stt_event(self, listen: _Listen, event: stt_pb2.StreamingRecognizeResponse) -> None:
         kind = event.event
         if kind == Event.SPEECH_STARTED:
-            self._emit("speech_started", event)
+            self._emit(EventKind.SPEECH_STARTED, utterance_index=event.utterance_index)
             current = self._current
             if (
                 self._barge_in_active
@@ -556,9 +489,9 @@ class Conversation:
             ):
                 await self._interrupt(current, event)
         elif kind == Event.INTERIM:
-            self._emit("interim", event.text)
+            self._emit(EventKind.INTERIM, event.text, event.utterance_index)
         elif kind == Event.CANDIDATE_FINAL:
-            self._emit("candidate", event.text)
+            self._emit(EventKind.CANDIDATE, event.text, event.utterance_index)
             current = self._current
             if (
                 self._preemptive_active
@@ -568,13 +501,13 @@ class Conversation:
             ):
                 self._spec = self._start_turn(listen, event, speculative=True)
         elif kind == Event.CANDIDATE_RETRACTED:
-            self._emit("retracted", event)
+            self._emit(EventKind.RETRACTED, utterance_index=event.utterance_index)
             retracted, self._spec = self._spec, None
             if retracted is not None:
                 await self._discard(retracted)
         elif kind == Event.FINAL:
             text = event.text.strip()
-            self._emit("final", text)
+            self._emit(EventKind.FINAL, text, event.utterance_index)
             spec: _Turn | None = self._spec
             self._spec = None
             if spec is not None and text and _normalize(spec.transcript) == _normalize(text):
@@ -653,12 +586,12 @@ class Conversation:
                 turn.span.add_event(name, timestamp=_wall_ns(t))
         turn.confirmed.set()
         if turn.reply:
-            self._emit("reply_delta", turn.reply)  # what was generated while held
+            self._emit(EventKind.REPLY_DELTA, turn.reply, turn.utterance_index)  # what was generated while held
 
     # ----------------------------------------------------------------- streaming turn
 
     async def _run_streaming_turn(self, turn: _Turn) -> None:
-        assert self._llm is not None and self._tts is not None
+        llm, tts = self._clients.llm, self._clients.tts
         try:
             if turn.prev is not None:
                 await turn.prev.llm_done.wait()  # history must hold the previous reply first
@@ -670,8 +603,8 @@ class Conversation:
                 sampling=self.sampling,
                 turn_id=turn.turn_id,
             )
-            generate = self._llm.Generate(request, metadata=metadata)
-            synthesize = self._tts.StreamingSynthesize(metadata=metadata)
+            generate = llm.Generate(request, metadata=metadata)
+            synthesize = tts.StreamingSynthesize(metadata=metadata)
             turn.calls = {"llm": generate, "tts": synthesize}
             llm_task = asyncio.create_task(self._pump_llm(turn, generate, synthesize))
             tts_task = asyncio.create_task(self._pump_tts(turn, synthesize))
@@ -715,7 +648,7 @@ class Conversation:
                         turn.t_first_sentence = now
                         turn.span.add_event("first_sentence")
                     if turn.confirmed.is_set():
-                        self._emit("reply_delta", message.text)
+                        self._emit(EventKind.REPLY_DELTA, message.text, turn.utterance_index)
                 if message.HasField("final"):
                     turn.summary = message.final
             turn.generation_complete = True
@@ -730,19 +663,14 @@ class Conversation:
         except grpc.RpcError as error:
             raise self._service_error("tts", error) from None
         except asyncio.InvalidStateError:
-            raise await self._ended_call_error("tts", synthesize) from None
+            raise await self._clients.ended_call_error("tts", synthesize) from None
 
     async def _write_tts(self, synthesize: Any, request: tts_pb2.StreamingSynthesizeRequest) -> None:
         try:
             await synthesize.write(request)
         except asyncio.InvalidStateError:
             # The TTS call already ended (e.g. its server died): report its status, naming the service.
-            raise await self._ended_call_error("tts", synthesize) from None
-
-    async def _ended_call_error(self, kind: str, call: Any) -> Exception:
-        code, details = await call.code(), await call.details()
-        error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
-        return self._service_error(kind, error)
+            raise await self._clients.ended_call_error("tts", synthesize) from None
 
     async def _pump_tts(self, turn: _Turn, synthesize: Any) -> None:
         last: _Unit | None = None
@@ -805,7 +733,7 @@ class Conversation:
     # ----------------------------------------------------------------- sync turn (the seed's dumb pipe)
 
     async def _run_sync_turn(self, turn: _Turn) -> None:
-        assert self._stt is not None and self._llm is not None and self._tts is not None
+        clients = self._clients
         kind = "stt"
         try:
             if turn.prev is not None:
@@ -816,7 +744,7 @@ class Conversation:
             end_ms = turn.offset_ms + max(int(event.audio_position_ms), int(event.end_ms))
             bytes_per_ms = STT_SAMPLE_RATE_HZ * BYTES_PER_SAMPLE // 1000
             clip = bytes(self._audio[start_ms * bytes_per_ms : end_ms * bytes_per_ms])
-            recognized = await self._stt.Recognize(
+            recognized = await clients.stt.Recognize(
                 stt_pb2.RecognizeRequest(
                     config=stt_pb2.RecognitionConfig(sample_rate_hz=STT_SAMPLE_RATE_HZ, language=self.language),
                     audio=clip,
@@ -834,7 +762,7 @@ class Conversation:
                 max_tokens=self.max_tokens,
                 sampling=self.sampling,
             )
-            async for message in self._llm.Generate(request, metadata=metadata):
+            async for message in clients.llm.Generate(request, metadata=metadata):
                 if message.text:
                     if turn.t_first_token is None:
                         turn.t_first_token = time.perf_counter()
@@ -845,12 +773,12 @@ class Conversation:
             turn.generation_complete = True
             turn.t_llm_done = turn.t_first_sentence = time.perf_counter()
             turn.llm_done.set()
-            self._emit("reply_delta", turn.reply)
+            self._emit(EventKind.REPLY_DELTA, turn.reply, turn.utterance_index)
             kind = "tts"
             chunks: list[bytes] = []
             rate = 0
             if turn.reply.strip():
-                async for chunk in self._tts.Synthesize(
+                async for chunk in clients.tts.Synthesize(
                     tts_pb2.SynthesizeRequest(text=turn.reply, voice=self.voice), metadata=metadata
                 ):
                     if chunk.audio:
@@ -906,7 +834,7 @@ class Conversation:
         if turn.playback_span is not None:
             turn.playback_span.add_event("barge_in", {"played_samples": played, "heard_chars": len(turn.heard)})
         turn.span.add_event("barge_in", {"heard": turn.heard, "cancelled": ",".join(turn.cancelled_rpcs)})
-        self._emit("barge_in", turn.heard)
+        self._emit(EventKind.BARGE_IN, turn.heard, turn.utterance_index)
         await self._record_heard(turn)
         self._finish(turn)
 
@@ -918,11 +846,10 @@ class Conversation:
         may have been queued (nothing stored): then the last assistant message is the previous
         turn's and must not be touched; an empty marker, if any, already says "heard nothing".
         """
-        assert self._llm is not None
         if turn.t_first_token is None:
             return
         try:
-            await self._llm.RecordHeardReply(
+            await self._clients.llm.RecordHeardReply(
                 llm_pb2.RecordHeardReplyRequest(session_id=self.session_id, heard_text=turn.heard or ""),
                 metadata=telemetry.outgoing_metadata(turn.span),
                 timeout=10,
@@ -947,12 +874,11 @@ class Conversation:
         if self._current is turn:
             self._current = turn.prev if turn.prev is not None and not turn.prev.done.is_set() else None
         self._turns = [t for t in self._turns if t is not turn]
-        self._emit("discarded", turn.transcript)
+        self._emit(EventKind.DISCARDED, turn.transcript, turn.utterance_index)
 
     async def _discard_llm_turn(self, turn: _Turn) -> None:
-        assert self._llm is not None
         try:
-            response = await self._llm.DiscardTurn(
+            response = await self._clients.llm.DiscardTurn(
                 llm_pb2.DiscardTurnRequest(session_id=self.session_id, turn_id=turn.turn_id),
                 metadata=telemetry.outgoing_metadata(turn.span),
                 timeout=10,
@@ -1039,7 +965,7 @@ class Conversation:
         turn.llm_done.set()
         self.results.append(result)
         self._run_results.append(result)
-        self._emit("turn", result)
+        self._emit(EventKind.TURN, result.transcript, turn.utterance_index, result)
 
 
 async def _pcm_source(pcm: bytes, pace: bool, chunk_ms: int = CHUNK_MS) -> AsyncIterator[bytes]:

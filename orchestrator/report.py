@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from orchestrator.pipeline import TurnResult
+from orchestrator.timing import TurnResult
 
 BAR_MS_PER_CHAR = 100
 BAR_MAX = 50

@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator.audio import AudioSink, load_wav_pcm16, rms, write_wav
 from orchestrator.config import ServiceAddresses
+from orchestrator.events import EventKind
 from orchestrator.pipeline import Conversation, TurnResult, _Unit, heard_text
 from tests.fakes import (
     Ev,
@@ -107,7 +108,10 @@ def test_preemptive_reply_is_held_until_the_final_confirms_it() -> None:
         llm = FakeLanguageModel(reply)
         sink = RecordingSink()
         fakes, conversation = await start(
-            FakeSpeechToText(steps), llm, sink, listener=lambda kind, text: kind == "reply_delta" and shown.append(text)
+            FakeSpeechToText(steps),
+            llm,
+            sink,
+            listener=lambda event: event.kind is EventKind.REPLY_DELTA and shown.append(event.text),
         )
         task = asyncio.create_task(conversation.run_file(silence(1.0), 16000, pace=False))
         await wait(llm.generation_finished, "the speculative generation")

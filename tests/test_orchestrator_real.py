@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.audio import STT_SAMPLE_RATE_HZ, MemorySink, load_wav_pcm16, rms
 from orchestrator.config import ServiceAddresses
+from orchestrator.events import ConversationEvent, EventKind
 from orchestrator.pipeline import CHUNK_MS, Conversation, TurnResult
 from orchestrator.report import waterfall
 from service_runtime.launcher import ServiceProcess
@@ -150,8 +151,8 @@ def test_barge_in_cancels_the_reply_and_the_history_keeps_only_what_was_heard(ad
         async for piece in paced(second + bytes(STT_SAMPLE_RATE_HZ * 2)):
             yield piece
 
-    def listener(kind: str, _payload: object) -> None:
-        if kind == "barge_in":  # do not sit through the whole second reply in real time
+    def listener(event: ConversationEvent) -> None:
+        if event.kind is EventKind.BARGE_IN:  # do not sit through the whole second reply in real time
             sink.realtime = False
 
     async def scenario() -> tuple[list[TurnResult], list[tuple[str, str]]]:
@@ -188,9 +189,9 @@ def test_retracted_candidate_leaves_no_trace_in_the_history(addresses: ServiceAd
     work that is thrown away: the user is not cut off and the history holds only the real turn."""
     discarded: list[str] = []
 
-    def listener(kind: str, payload: object) -> None:
-        if kind == "discarded":
-            discarded.append(str(payload))
+    def listener(event: ConversationEvent) -> None:
+        if event.kind is EventKind.DISCARDED:
+            discarded.append(event.text)
 
     async def scenario() -> tuple[list[TurnResult], list[tuple[str, str]]]:
         async with Conversation(

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from orchestrator.config import SERVICE_NAMES
+from orchestrator.events import ConversationEvent, EventKind
 from orchestrator.pipeline import Conversation, TurnResult
 from tests.otlp_collector import OtlpCollector
 from tests.reliability_helpers import (
@@ -96,11 +97,11 @@ def test_service_killed_mid_turn_is_named_without_hang_and_restart_serves_the_ne
     """SIGKILL stt at the user's first word, llm/tts at the reply's first token: the turn fails
     fast with an error naming that service; after a restart on the same port the same
     Conversation's next turn succeeds."""
-    trigger = "speech_started" if kind == "stt" else "reply_delta"
+    trigger = EventKind.SPEECH_STARTED if kind == "stt" else EventKind.REPLY_DELTA
     killed_at: list[float] = []
 
-    def listener(event: str, _payload: Any) -> None:
-        if event == trigger and not killed_at:
+    def listener(event: ConversationEvent) -> None:
+        if event.kind is trigger and not killed_at:
             os.kill(stack.procs[kind].process.pid, signal.SIGKILL)
             killed_at.append(time.monotonic())
 
