@@ -13,8 +13,9 @@ from typing import Any
 import grpc
 
 from service_runtime import EngineSlot, ServiceSpec, env_default, run_service_cli
+from stt_service.backends import create_engine, default_backend
 from stt_service.endpointing import EndpointConfig
-from stt_service.engine import Backend, DecodeOptions, create_engine, default_backend
+from stt_service.engine import Backend, DecodeOptions
 from stt_service.recognizer import DecodeWorker
 from stt_service.self_check import check_engine
 from stt_service.servicer import SpeechToTextServicer, SttRuntime

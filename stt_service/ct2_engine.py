@@ -23,8 +23,8 @@ from stt_service.engine import (
     Segment,
     Transcript,
     UnsupportedLanguage,
-    accept,
 )
+from stt_service.text_filter import accept
 
 _SIZES = {"tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en", "large-v3", "turbo"}
 

