@@ -13,7 +13,7 @@ from llm_service.engine import Backend, EngineConfig, LanguageEngine, LlamaCppEn
 from llm_service.models import DEFAULT_PRESET, PRESETS, resolve_model
 from llm_service.servicer import LanguageModelServicer, ServiceConfig
 from llm_service.validation import Limits
-from service_runtime import EngineSlot, ServiceSpec, env_default, run_service_cli
+from service_runtime import EngineSlot, EnvFlags, ServiceSpec, run_service_cli
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
 log = logging.getLogger("llm-service")
@@ -28,46 +28,19 @@ DEFAULT_THREADS = 1
 DEFAULT_THREADS_BATCH = 0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--backend",
-        choices=[b.value for b in Backend],
-        default=env_default("LLM_BACKEND", Backend.LLAMA_CPP.value),
-        help="inference backend (env LLM_BACKEND)",
-    )
-    parser.add_argument(
-        "--model",
-        default=env_default("LLM_MODEL", DEFAULT_PRESET),
-        help=f"preset ({', '.join(PRESETS)}) or a GGUF path (env LLM_MODEL)",
-    )
-    parser.add_argument(
-        "--n-ctx", type=int, default=env_default("LLM_N_CTX", 32768), help="context window, clamped to the model's"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=env_default("LLM_THREADS", DEFAULT_THREADS), help="CPU threads (env LLM_THREADS)"
-    )
-    parser.add_argument(
-        "--threads-batch",
-        type=int,
-        default=env_default("LLM_THREADS_BATCH", DEFAULT_THREADS_BATCH),
-        help="CPU threads for reading prompts, 0 = --threads (env LLM_THREADS_BATCH)",
-    )
-    parser.add_argument(
-        "--system-prompt",
-        default=env_default("LLM_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT),
-        help="system prompt added when a conversation has none (env LLM_SYSTEM_PROMPT)",
-    )
-    parser.add_argument("--max-tokens-limit", type=int, default=env_default("LLM_MAX_TOKENS_LIMIT", 512))
-    parser.add_argument(
-        "--default-max-tokens",
-        type=int,
-        default=env_default("LLM_DEFAULT_MAX_TOKENS", 200),
-        help="max_tokens=0 means this",
-    )
-    parser.add_argument("--temperature", type=float, default=env_default("LLM_TEMPERATURE", 0.7))
-    parser.add_argument("--max-queue", type=int, default=env_default("LLM_MAX_QUEUE", 4), help="waiting Generate calls")
-    parser.add_argument("--max-sessions", type=int, default=env_default("LLM_MAX_SESSIONS", 32))
-    parser.add_argument("--session-ttl-s", type=float, default=env_default("LLM_SESSION_TTL_S", 900.0))
+def add_arguments(flags: EnvFlags) -> None:
+    flags.add("--backend", Backend.LLAMA_CPP.value, "inference backend", choices=[b.value for b in Backend])
+    flags.add("--model", DEFAULT_PRESET, f"preset ({', '.join(PRESETS)}) or a GGUF path")
+    flags.add("--n-ctx", 32768, "context window, clamped to the model's")
+    flags.add("--threads", DEFAULT_THREADS, "CPU threads")
+    flags.add("--threads-batch", DEFAULT_THREADS_BATCH, "CPU threads for reading prompts, 0 = --threads")
+    flags.add("--system-prompt", DEFAULT_SYSTEM_PROMPT, "system prompt added when a conversation has none")
+    flags.add("--max-tokens-limit", 512, "largest max_tokens a request may ask for")
+    flags.add("--default-max-tokens", 200, "max_tokens=0 means this")
+    flags.add("--temperature", 0.7, "default sampling temperature")
+    flags.add("--max-queue", 4, "Generate calls waiting for the model; beyond: RESOURCE_EXHAUSTED")
+    flags.add("--max-sessions", 32, "server-kept conversations (least recently used idle one evicted)")
+    flags.add("--session-ttl-s", 900.0, "idle seconds before a session expires")
 
 
 def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:

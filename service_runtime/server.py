@@ -24,7 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from service_runtime import telemetry
-from service_runtime.config import env_default
+from service_runtime.config import EnvFlags
 
 MIB = 1024 * 1024
 
@@ -39,36 +39,21 @@ class ServiceSpec:
     env_prefix: str  # "STT" -> STT_HOST, STT_PORT, ...
     default_port: int
     grpc_service_names: Sequence[str]  # full names, for health and reflection
-    add_arguments: Callable[[argparse.ArgumentParser], None]
+    add_arguments: Callable[[EnvFlags], None]  # the service's own flags
     # Registers the servicers on the (not yet started) server and returns the model loader.
     create: Callable[[argparse.Namespace, grpc.aio.Server], ModelLoader]
     description: str = ""
 
 
 def build_parser(spec: ServiceSpec) -> argparse.ArgumentParser:
-    p = spec.env_prefix
     parser = argparse.ArgumentParser(prog=spec.name, description=spec.description)
-    parser.add_argument("--host", default=env_default(f"{p}_HOST", "127.0.0.1"), help=f"bind address (env {p}_HOST)")
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=env_default(f"{p}_PORT", spec.default_port),
-        help=f"port, 0 = any free (env {p}_PORT)",
-    )
-    parser.add_argument(
-        "--grace-s",
-        type=float,
-        default=env_default(f"{p}_GRACE_S", 5.0),
-        help="seconds in-flight calls get on shutdown",
-    )
-    parser.add_argument(
-        "--max-message-mib",
-        type=float,
-        default=env_default(f"{p}_MAX_MESSAGE_MIB", 4.0),
-        help="largest request message accepted, MiB (larger: RESOURCE_EXHAUSTED)",
-    )
-    parser.add_argument("--log-level", default=env_default(f"{p}_LOG_LEVEL", "INFO"))
-    spec.add_arguments(parser)
+    flags = EnvFlags(parser, spec.env_prefix)
+    flags.add("--host", "127.0.0.1", "bind address")
+    flags.add("--port", spec.default_port, "port, 0 = any free")
+    flags.add("--grace-s", 5.0, "seconds in-flight calls get on shutdown")
+    flags.add("--max-message-mib", 4.0, "largest request message accepted, MiB (larger: RESOURCE_EXHAUSTED)")
+    flags.add("--log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
+    spec.add_arguments(flags)
     return parser
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from service_runtime import EngineSlot, ServiceSpec, env_default, run_service_cli
+from service_runtime import EngineSlot, EnvFlags, ServiceSpec, run_service_cli
 from stt_service.backends import create_engine, default_backend
 from stt_service.endpointing import EndpointConfig
 from stt_service.engine import Backend, DecodeOptions
@@ -29,65 +29,23 @@ SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
 DEFAULT_THREADS = 1
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def add_arguments(flags: EnvFlags) -> None:
+    flags.add(
         "--backend",
-        type=Backend,
+        default_backend(),
+        "speech engine (default faster-whisper, or mlx on Apple Silicon when installed)",
         choices=list(Backend),
-        default=Backend(str(env_default("STT_BACKEND", default_backend().value))),
-        help="speech engine (env STT_BACKEND; default faster-whisper, or mlx on Apple Silicon when installed)",
     )
-    parser.add_argument(
-        "--model",
-        default=env_default("STT_MODEL", ""),
-        help="model directory or size name (env STT_MODEL; default: bundled tiny.en for faster-whisper)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=env_default("STT_THREADS", DEFAULT_THREADS),
-        help="CPU threads for the decoder (env STT_THREADS)",
-    )
-    parser.add_argument(
-        "--max-sessions",
-        type=int,
-        default=env_default("STT_MAX_SESSIONS", 8),
-        help="concurrent streams + unary calls; beyond: RESOURCE_EXHAUSTED (env STT_MAX_SESSIONS)",
-    )
-    parser.add_argument(
-        "--endpoint-ms",
-        type=int,
-        default=env_default("STT_ENDPOINT_MS", 1000),
-        help="long endpoint: silence ending an utterance that looks unfinished (env STT_ENDPOINT_MS)",
-    )
-    parser.add_argument(
-        "--min-endpoint-ms",
-        type=int,
-        default=env_default("STT_MIN_ENDPOINT_MS", 320),
-        help="short endpoint: silence ending an utterance that looks complete (env STT_MIN_ENDPOINT_MS)",
-    )
-    parser.add_argument(
-        "--candidate-ms",
-        type=int,
-        default=env_default("STT_CANDIDATE_MS", 160),
-        help="pause after which a CANDIDATE_FINAL is decoded (env STT_CANDIDATE_MS)",
-    )
-    parser.add_argument(
-        "--interim-interval-ms",
-        type=int,
-        default=env_default("STT_INTERIM_INTERVAL_MS", 700),
-        help="new speech between INTERIM decodes (env STT_INTERIM_INTERVAL_MS)",
-    )
-    parser.add_argument(
-        "--vad-threshold", type=float, default=env_default("STT_VAD_THRESHOLD", 0.5), help="Silero speech probability"
-    )
-    parser.add_argument("--beam-size", type=int, default=env_default("STT_BEAM_SIZE", 1), help="1 = greedy")
-    parser.add_argument(
-        "--full-window",
-        action="store_true",
-        default=bool(env_default("STT_FULL_WINDOW", False)),
-        help="encode full 30 s windows like stock Whisper (slower; for comparison)",
-    )
+    flags.add("--model", "", "model directory or size name (default: bundled tiny.en for faster-whisper)")
+    flags.add("--threads", DEFAULT_THREADS, "CPU threads for the decoder")
+    flags.add("--max-sessions", 8, "concurrent streams + unary calls; beyond: RESOURCE_EXHAUSTED")
+    flags.add("--endpoint-ms", 1000, "long endpoint: silence ending an utterance that looks unfinished")
+    flags.add("--min-endpoint-ms", 320, "short endpoint: silence ending an utterance that looks complete")
+    flags.add("--candidate-ms", 160, "pause after which a CANDIDATE_FINAL is decoded")
+    flags.add("--interim-interval-ms", 700, "new speech between INTERIM decodes")
+    flags.add("--vad-threshold", 0.5, "Silero speech probability")
+    flags.add("--beam-size", 1, "1 = greedy")
+    flags.add("--full-window", False, "encode full 30 s windows like stock Whisper (slower; for comparison)")
 
 
 def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:

