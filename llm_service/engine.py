@@ -30,6 +30,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+from llm_service import turn_end
+
 log = logging.getLogger("llm-service")
 
 ROLES = ("system", "user", "assistant")
@@ -79,6 +81,13 @@ class GenerationResult:
     ended_at: float = 0.0
 
 
+@dataclass
+class PrefillResult:
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    end_of_turn_probability: float
+
+
 class TokenTextDecoder:
     """Token bytes -> text deltas. A character split across tokens (UTF-8 multi-byte, e.g. an
     emoji made of byte-fallback tokens) is held back until its last byte arrives. Bytes that never
@@ -113,6 +122,8 @@ class LanguageEngine(Protocol):
         on_delta: Callable[[str], None],
         should_stop: Callable[[], bool],
     ) -> GenerationResult: ...
+
+    def prefill(self, messages: Sequence[Message], cache_key: str | None) -> PrefillResult: ...
 
     def drop_reply(self, cache_key: str) -> None: ...
 
@@ -210,6 +221,13 @@ class LlamaCppEngine:
         self._system_state: _SavedState | None = None
         self.state_save_ms: list[float] = []
         self.state_load_ms: list[float] = []
+        n_vocab = self._llm.n_vocab()
+        self._n_vocab = n_vocab
+        self._ending_ids = turn_end.ending_token_ids(
+            (i, self._llm.detokenize([i]).decode("utf-8", "ignore")) for i in range(n_vocab)
+        )
+        # (cache key, prefilled tokens, end-of-turn probability) of the last prefill, for repeats.
+        self._last_score: tuple[str | None, tuple[int, ...], float] | None = None
 
     # ---- prompt building -------------------------------------------------------------
     def render(self, messages: Sequence[Message]) -> str:
@@ -421,6 +439,54 @@ class LlamaCppEngine:
             parts.append(tail)
             on_delta(tail)
         return GenerationResult(finish, len(tokens), cached, completion, "".join(parts), first_at, time.perf_counter())
+
+    # ---- prefill while the user speaks (worker thread only) -----------------------------------
+    def prefill(self, messages: Sequence[Message], cache_key: str | None) -> PrefillResult:
+        """Read the prompt up to the end of the last message's words into the KV cache (trailing
+        . ? ! scored first, see `turn_end`) and score the end of the turn from the next-token logits:
+        max(P(message or sentence ends | words), P(message ends | words + their final mark)).
+        The turn's Generate then reuses this prefix and reads only the rest of the prompt."""
+        self._apply_pending()
+        *head, last = messages
+        words = turn_end.scoring_text(last.content)
+        tail = last.content.rstrip()[len(words) :]  # the trailing . ? ! left out of the score
+        rendered = self.tokenize_messages([*head, Message(last.role, last.content.rstrip())])
+        boundary = turn_end.words_boundary(
+            self.tokenize_messages([*head, Message(last.role, words + " and")]),
+            self.tokenize_messages([*head, Message(last.role, words + " or")]),
+        )
+        tokens = rendered[:boundary]
+        end_message = self.tokenize_messages([*head, Message(last.role, words)])[boundary : boundary + 1]
+        marks: list[int] = []
+        if tail:  # the mark's tokens: up to where the message ends in the full rendering
+            with_mark = turn_end.words_boundary(
+                self.tokenize_messages([*head, Message(last.role, last.content.rstrip() + " and")]),
+                self.tokenize_messages([*head, Message(last.role, last.content.rstrip() + " or")]),
+            )
+            marks = rendered[boundary:with_mark]
+        everything = tokens + marks
+        self._switch_to(cache_key, everything)
+        if (
+            self._last_score is not None
+            and self._last_score[:2] == (cache_key, tuple(everything))
+            and self._llm.n_tokens == len(everything)
+        ):
+            return PrefillResult(len(everything), len(everything), self._last_score[2])
+        common = self._common_prefix(self._live_tokens(), tokens)
+        keep = min(common, len(tokens) - 1)
+        self._llm.n_tokens = keep
+        self._llm.eval(tokens[keep:])  # drops the KV after `keep` first (revised words)
+        probability = turn_end.end_probability(self._logits(), sorted({*self._ending_ids, *end_message}))
+        if marks:  # as transcribed ("Tell me a joke." ends the message far more often than "Tell me a joke")
+            self._llm.eval(marks)
+            probability = max(probability, turn_end.end_probability(self._logits(), end_message))
+        self._last_score = (cache_key, tuple(everything), probability)
+        return PrefillResult(len(everything), keep, probability)
+
+    def _logits(self) -> Any:
+        import numpy as np
+
+        return np.ctypeslib.as_array(self._lc.llama_get_logits_ith(self._llm._ctx.ctx, -1), shape=(self._n_vocab,))
 
     # ---- invalidation (any thread) ----------------------------------------------------------
     def drop_reply(self, cache_key: str) -> None:

@@ -45,6 +45,7 @@ from llm_service.validation import (
     RequestError,
     validate_max_tokens,
     validate_messages,
+    validate_prefill_text,
     validate_sampling,
     validate_session_id,
     validate_turn_id,
@@ -365,6 +366,89 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                     engine.discard_after(session_id, kept)
             span.set_attribute("removed_messages", removed)
             return llm_pb2.DiscardTurnResponse(removed_messages=removed)
+
+    # ---- Prefill -------------------------------------------------------------------------
+    async def Prefill(
+        self, request: llm_pb2.PrefillRequest, context: grpc.aio.ServicerContext
+    ) -> llm_pb2.PrefillResponse:
+        arrived = time.perf_counter()
+        engine = await self._slot.get(context)
+        session_id = request.session_id
+        with server_span("llm.prefill", context, session_id=session_id or None) as span:
+            try:
+                validate_session_id(session_id, required=True)
+                text = validate_prefill_text(request.text)
+                session, _ = self.sessions.get_or_create(session_id, self.config.system_prompt)
+            except RequestError as error:
+                await context.abort(getattr(grpc.StatusCode, error.code), str(error))
+            except SessionLimitError as error:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            with self.sessions.lock:
+                session.prefills += 1
+                number = session.prefills
+            loop = asyncio.get_running_loop()
+            answer: asyncio.Future[llm_pb2.PrefillResponse | _Failure] = loop.create_future()
+
+            def reply(item: llm_pb2.PrefillResponse | _Failure) -> None:
+                def settle() -> None:
+                    if not answer.done():
+                        answer.set_result(item)
+
+                try:
+                    loop.call_soon_threadsafe(settle)
+                except RuntimeError:  # loop closed (shutdown)
+                    pass
+
+            def run(job: Job) -> None:
+                if job.cancelled.is_set():
+                    return
+                started = time.perf_counter()
+                wait_ms = job.queue_wait_s * 1000
+                if session.prefills != number:  # a newer Prefill of this session answers instead
+                    reply(llm_pb2.PrefillResponse(superseded=True, queue_wait_ms=wait_ms))
+                    return
+                with self.sessions.lock:
+                    system, history = session.messages[0], list(session.messages[1:])
+                new = [Message("user", text)]
+                limit = self.config.limits.default_max_tokens
+                try:
+                    kept, _, _ = fit_history([system], history, new, engine.count_tokens, engine.n_ctx, limit)
+                    result = engine.prefill([system, *kept, *new], session_id)
+                except PromptTooLongError as error:
+                    reply(_Failure(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+                    return
+                except Exception as error:
+                    log.exception("prefill failed")
+                    reply(_Failure(grpc.StatusCode.INTERNAL, f"prefill failed: {error}"))
+                    return
+                reply(
+                    llm_pb2.PrefillResponse(
+                        end_of_turn_probability=result.end_of_turn_probability,
+                        prompt_tokens=result.prompt_tokens,
+                        cached_prompt_tokens=result.cached_prompt_tokens,
+                        prefill_ms=(time.perf_counter() - started) * 1000,
+                        queue_wait_ms=wait_ms,
+                    )
+                )
+
+            job = Job(run, on_done=lambda: reply(_Failure(grpc.StatusCode.UNAVAILABLE, "the model worker stopped")))
+            job.submitted_at = arrived
+            try:
+                self.worker.submit(job)
+            except QueueFullError as error:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            try:
+                item = await answer
+            finally:
+                if not job.finished.is_set():
+                    self.worker.cancel(job)
+            if isinstance(item, _Failure):
+                await context.abort(item.code, item.message)
+            assert isinstance(item, llm_pb2.PrefillResponse)
+            for key in ("end_of_turn_probability", "prompt_tokens", "cached_prompt_tokens", "prefill_ms"):
+                span.set_attribute(key, getattr(item, key))
+            span.set_attribute("superseded", item.superseded)
+            return item
 
     async def GetSession(
         self, request: llm_pb2.GetSessionRequest, context: grpc.aio.ServicerContext

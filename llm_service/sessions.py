@@ -49,6 +49,8 @@ class Session:
     pending: list[asyncio.Future[None]] = field(default_factory=list)
     # Turn ids discarded by DiscardTurn, oldest first (bounded by DISCARDED_TURNS_KEPT).
     discarded: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    # Prefill calls submitted so far; a queued Prefill that is not the latest is skipped.
+    prefills: int = 0
 
     @property
     def busy(self) -> bool:

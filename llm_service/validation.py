@@ -92,6 +92,18 @@ def validate_messages(messages: Sequence[_ChatMessage], has_history: bool) -> li
     return out
 
 
+PREFILL_TEXT_MAX_CHARS = 4000
+
+
+def validate_prefill_text(text: str) -> str:
+    """PrefillRequest.text: the user's words so far, not blank, at most PREFILL_TEXT_MAX_CHARS."""
+    if not text.strip():
+        raise invalid("text is empty; send the user's words so far (an INTERIM or CANDIDATE transcript)")
+    if len(text) > PREFILL_TEXT_MAX_CHARS:
+        raise invalid(f"text is {len(text)} characters; at most {PREFILL_TEXT_MAX_CHARS} are allowed")
+    return text
+
+
 def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
     ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
     if not ok:

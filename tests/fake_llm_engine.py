@@ -2,7 +2,8 @@
 
 It "tokenizes" by whitespace (plus 4 tokens per message), replies with a fixed sentence that
 echoes the last user message, and can be held between tokens with `gate` to test
-cancellation and queue limits without sleeps.
+cancellation and queue limits without sleeps. `prefill` caches the words of the prompt up to
+the last message's words and scores the end of the turn 0.9 when they end in . ? ! (else 0.1).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from llm_service.engine import Backend, FinishReason, GenerationResult, Message, Sampling
+from llm_service.engine import Backend, FinishReason, GenerationResult, Message, PrefillResult, Sampling
 
 
 class FakeLanguageEngine:
@@ -27,6 +28,7 @@ class FakeLanguageEngine:
         self.gate.set()
         self.started = threading.Event()  # set when a generation starts producing tokens
         self.calls: list[list[Message]] = []
+        self.prefills: list[list[Message]] = []
         self.forgotten: list[str] = []
         self.dropped_replies: list[str] = []
         self.trimmed: list[tuple[str, int]] = []  # (cache key, kept prefix length) per discard_after
@@ -80,6 +82,20 @@ class FakeLanguageEngine:
             on_delta(piece)
         self._cache[cache_key] = prompt + "".join(out).split()
         return GenerationResult(finish, len(prompt), cached, len(out), "".join(out), first_at, time.perf_counter())
+
+    def prefill(self, messages: Sequence[Message], cache_key: str | None) -> PrefillResult:
+        self.gate.wait()
+        self.prefills.append(list(messages))
+        prompt = self._words(messages)[:-2]  # the last message without its end marker
+        previous = self._cache.get(cache_key, [])
+        cached = 0
+        for a, b in zip(previous, prompt, strict=False):
+            if a != b:
+                break
+            cached += 1
+        self._cache[cache_key] = prompt
+        ends = messages[-1].content.rstrip().endswith((".", "?", "!"))
+        return PrefillResult(len(prompt), cached, 0.9 if ends else 0.1)
 
     def drop_reply(self, cache_key: str) -> None:
         self.dropped_replies.append(cache_key)

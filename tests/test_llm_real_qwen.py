@@ -51,3 +51,22 @@ def test_second_turn_recalls_the_first(stub: llm_pb2_grpc.LanguageModelStub) -> 
         f"{first.prompt_tokens}), turn2 {second.time_to_first_token_ms:.0f} ms (cached "
         f"{second.cached_prompt_tokens}/{second.prompt_tokens}), {second.tokens_per_second:.1f} tok/s"
     )
+
+
+def prefill(stub: llm_pb2_grpc.LanguageModelStub, sid: str, text: str) -> llm_pb2.PrefillResponse:
+    return stub.Prefill(llm_pb2.PrefillRequest(session_id=sid, text=text), timeout=60)
+
+
+def test_prefill_scores_the_end_of_the_turn_and_feeds_the_reply(stub: llm_pb2_grpc.LanguageModelStub) -> None:
+    unfinished = prefill(stub, "qwen-eot", "What is the capital of")
+    revised = prefill(stub, "qwen-eot", "What is the capital of France?")
+    assert unfinished.end_of_turn_probability < 0.05 < 0.5 < revised.end_of_turn_probability
+    assert revised.cached_prompt_tokens >= unfinished.prompt_tokens - 1, "kept the words already read"
+    # Without its final mark the complete imperative still scores as an end (tiny.en often omits it).
+    assert prefill(stub, "qwen-eot-2", "Turn on the lights in the living room").end_of_turn_probability > 0.3
+    assert prefill(stub, "qwen-eot-2", "The numbers are one, two,").end_of_turn_probability < 0.05
+    reply = turn(stub, "qwen-eot", "What is the capital of France?")
+    assert "Paris" in reply.text, reply.text
+    assert reply.prompt_tokens - reply.cached_prompt_tokens <= 6, "only the end of the prompt was read"
+    history = stub.GetSession(llm_pb2.GetSessionRequest(session_id="qwen-eot"), timeout=60).messages
+    assert [m.role for m in history] == ["system", "user", "assistant"], "Prefill stored nothing"

@@ -122,6 +122,30 @@ class DiscardTurnResponse(_message.Message):
     removed_messages: int
     def __init__(self, removed_messages: _Optional[int] = ...) -> None: ...
 
+class PrefillRequest(_message.Message):
+    __slots__ = ("session_id", "text")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    text: str
+    def __init__(self, session_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class PrefillResponse(_message.Message):
+    __slots__ = ("end_of_turn_probability", "prompt_tokens", "cached_prompt_tokens", "prefill_ms", "queue_wait_ms", "superseded")
+    END_OF_TURN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_FIELD_NUMBER: _ClassVar[int]
+    end_of_turn_probability: float
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    prefill_ms: float
+    queue_wait_ms: float
+    superseded: bool
+    def __init__(self, end_of_turn_probability: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., prefill_ms: _Optional[float] = ..., queue_wait_ms: _Optional[float] = ..., superseded: _Optional[bool] = ...) -> None: ...
+
 class GetSessionRequest(_message.Message):
     __slots__ = ("session_id",)
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -54,6 +54,11 @@ class LanguageModelStub:
                 request_serializer=voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnRequest.SerializeToString,
                 response_deserializer=voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnResponse.FromString,
                 _registered_method=True)
+        self.Prefill = channel.unary_unary(
+                '/voice.llm.v1.LanguageModel/Prefill',
+                request_serializer=voice_dot_llm_dot_v1_dot_llm__pb2.PrefillRequest.SerializeToString,
+                response_deserializer=voice_dot_llm_dot_v1_dot_llm__pb2.PrefillResponse.FromString,
+                _registered_method=True)
         self.GetSession = channel.unary_unary(
                 '/voice.llm.v1.LanguageModel/GetSession',
                 request_serializer=voice_dot_llm_dot_v1_dot_llm__pb2.GetSessionRequest.SerializeToString,
@@ -98,6 +103,16 @@ class LanguageModelServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Prefill(self, request, context):
+        """Read the user's words so far into the session's KV cache while they are still speaking
+        (INTERIM / CANDIDATE transcripts), so that the Generate of the turn only reads the last few
+        tokens, and score how likely the words end the user's turn. Stores nothing in the history.
+        A later Prefill that revises words keeps the KV of the common token prefix only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSession(self, request, context):
         """A session's history as the server keeps it.
         """
@@ -134,6 +149,11 @@ def add_LanguageModelServicer_to_server(servicer, server):
                     servicer.DiscardTurn,
                     request_deserializer=voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnRequest.FromString,
                     response_serializer=voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnResponse.SerializeToString,
+            ),
+            'Prefill': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prefill,
+                    request_deserializer=voice_dot_llm_dot_v1_dot_llm__pb2.PrefillRequest.FromString,
+                    response_serializer=voice_dot_llm_dot_v1_dot_llm__pb2.PrefillResponse.SerializeToString,
             ),
             'GetSession': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSession,
@@ -254,6 +274,33 @@ class LanguageModel:
             '/voice.llm.v1.LanguageModel/DiscardTurn',
             voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnRequest.SerializeToString,
             voice_dot_llm_dot_v1_dot_llm__pb2.DiscardTurnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prefill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voice.llm.v1.LanguageModel/Prefill',
+            voice_dot_llm_dot_v1_dot_llm__pb2.PrefillRequest.SerializeToString,
+            voice_dot_llm_dot_v1_dot_llm__pb2.PrefillResponse.FromString,
             options,
             channel_credentials,
             insecure,
