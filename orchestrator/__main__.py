@@ -3,6 +3,7 @@
 orchestrator talk                                   # microphone + speaker, turn after turn
 orchestrator talk --input a.wav [--input b.wav] --output reply.wav [--mode sync] [--json turns.jsonl]
 orchestrator demo                                   # start the services if needed, one spoken turn
+orchestrator web [--host 127.0.0.1] [--port 8080]   # a browser playground (docs/WEB.md)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from orchestrator.config import SERVICE_NAMES, ServiceAddresses
 from orchestrator.events import ConversationEvent, EventKind
 from orchestrator.pipeline import Conversation
 from orchestrator.report import waterfall
+from orchestrator.web.cli import add_web_arguments, run_web
 from service_runtime import telemetry
 from service_runtime.health_wait import ServiceError
 
@@ -133,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--input", type=Path, default=DEMO_WAV, metavar="WAV", help="spoken question")
     demo.add_argument("--output", type=Path, default=Path("reply.wav"), metavar="WAV", help="reply audio")
     demo.add_argument("--timeout-s", type=float, default=600.0, help="wait this long for the services")
+
+    web = sub.add_parser("web", help="serve a page to talk to the agent from a browser (docs/WEB.md)")
+    common(web)
+    add_web_arguments(web)
     return parser
 
 
@@ -280,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "demo":
             code = asyncio.run(demo(args))
+        elif args.command == "web":
+            code = asyncio.run(run_web(args))
         elif args.input:
             code = asyncio.run(talk_files(args))
         else:

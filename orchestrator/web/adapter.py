@@ -1,0 +1,140 @@
+"""The seam between `Conversation` and the page: conversation options, typed UI events → JSON.
+
+`EventAdapter` is the conversation's listener: it turns each `ConversationEvent` into one JSON
+event of the web protocol (docs/WEB.md) and hands it to `send`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from orchestrator import (
+    Conversation,
+    ConversationEvent,
+    EventKind,
+    ServiceAddresses,
+    ServiceCallError,
+    ServiceDownError,
+    TurnResult,
+)
+from orchestrator.config import SERVICE_NAMES
+from orchestrator.report import jaeger_link
+from service_runtime import telemetry
+from voice.llm.v1 import llm_pb2
+
+Send = Callable[[dict[str, Any]], None]
+Mode = Literal["streaming", "sync"]
+
+# Waterfall rows: (key in the `turn` event, label), in the order of the turn.
+WATERFALL = [
+    ("stt_final_ms", "STT final"),
+    ("llm_ttft_ms", "first token"),
+    ("first_sentence_ms", "first sentence"),
+    ("tts_ttfa_ms", "first audio"),
+    ("dead_air_ms", "dead air"),
+]
+
+
+@dataclass(frozen=True)
+class ConversationOptions:
+    """What every web conversation is created with (from the command line)."""
+
+    addresses: ServiceAddresses = field(default_factory=ServiceAddresses)
+    mode: Mode = "streaming"
+    preemptive: bool = True
+    voice: str = ""
+    max_tokens: int = 0
+    endpoint_silence_ms: int = 0
+    candidate_silence_ms: int = 0
+    min_endpoint_silence_ms: int = 0
+    sampling: llm_pb2.SamplingOptions | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ConversationOptions:
+        return cls(
+            addresses=ServiceAddresses.from_args(args),
+            mode=args.mode,
+            preemptive=not args.no_preemptive,
+            voice=args.voice,
+            max_tokens=args.max_tokens,
+            endpoint_silence_ms=args.endpoint_silence_ms,
+            candidate_silence_ms=args.candidate_silence_ms,
+            min_endpoint_silence_ms=args.min_endpoint_silence_ms,
+        )
+
+    def conversation(self, *, sink: Any, listener: Callable[[ConversationEvent], None], barge_in: bool) -> Conversation:
+        return Conversation(
+            self.addresses,
+            mode=self.mode,
+            barge_in=barge_in,
+            preemptive=self.preemptive,
+            sink=sink,
+            voice=self.voice,
+            max_tokens=self.max_tokens,
+            endpoint_silence_ms=self.endpoint_silence_ms,
+            candidate_silence_ms=self.candidate_silence_ms,
+            min_endpoint_silence_ms=self.min_endpoint_silence_ms,
+            sampling=self.sampling,
+            listener=listener,
+        )
+
+
+def turn_event(result: TurnResult, index: int, speech_end_sample: int | None) -> dict[str, Any]:
+    """The `turn` event: transcript, reply, what was heard and the latency waterfall."""
+    record = result.as_dict()
+    return {
+        "type": "turn",
+        "index": index,
+        "transcript": result.transcript,
+        "reply": result.reply,
+        "heard_reply": result.heard_reply,
+        "barge_in": result.barge_in,
+        "preemptive_used": result.preemptive_used,
+        "mode": result.mode,
+        "audio_s": round(result.audio_s, 3),
+        "total_ms": record["total_ms"],
+        "waterfall": [{"key": key, "label": label, "ms": record[key]} for key, label in WATERFALL],
+        "trace_id": result.trace_id,
+        "trace_url": jaeger_link(result.trace_id) if telemetry.exporting() else None,
+        "speech_end_sample": speech_end_sample,
+    }
+
+
+def error_event(error: BaseException) -> dict[str, Any]:
+    """An `error` event; a service failure names the service."""
+    if isinstance(error, ServiceDownError | ServiceCallError):
+        code = "service_down" if isinstance(error, ServiceDownError) else "service_error"
+        return {
+            "type": "error",
+            "code": code,
+            "service": SERVICE_NAMES.get(error.kind, error.kind),
+            "message": str(error),
+        }
+    return {"type": "error", "code": "internal", "message": f"{type(error).__name__}: {error}"}
+
+
+class EventAdapter:
+    """A `Conversation` listener that sends each UI event to the page as JSON."""
+
+    def __init__(self, send: Send, speech_end_sample: Callable[[TurnResult], int | None]) -> None:
+        self._send = send
+        self._speech_end_sample = speech_end_sample
+        self.turns = 0
+
+    def __call__(self, event: ConversationEvent) -> None:
+        kind = event.kind
+        if kind is EventKind.TURN:
+            if event.result is not None:
+                self.turns += 1
+                self._send(turn_event(event.result, self.turns, self._speech_end_sample(event.result)))
+        elif kind is EventKind.SPEECH_STARTED or kind is EventKind.RETRACTED:
+            self._send({"type": kind.value})
+        elif kind is EventKind.REPLY_DELTA:
+            self._send({"type": "reply", "text": event.text})
+        elif kind is EventKind.BARGE_IN:
+            self._send({"type": "barge_in", "heard": event.text})
+        else:  # interim, candidate, final, discarded
+            self._send({"type": kind.value, "text": event.text})

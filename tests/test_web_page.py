@@ -1,0 +1,103 @@
+"""The playground page in headless Chromium against fake services: a turn, and each error a user may meet.
+
+Fake services keep these quick; tests/test_web_real.py talks to the real models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from orchestrator.config import ServiceAddresses
+from tests.browser import chromium, page, wait_for
+from tests.web_fakes import REPLY, web_server
+
+T = TypeVar("T")
+WAIT_S = 30.0
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    chromium()  # skip at once, with the reason, when there is no browser
+    return asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_turn_shows_transcript_reply_waterfall_and_plays_the_audio() -> None:
+    async def scenario() -> dict[str, Any]:
+        async with web_server(samples_per_char=160) as (url, _fakes), page() as tab:
+            await tab.goto(url)
+            await tab.click("#start")
+            await wait_for(
+                tab, "window.voiceAgent.turns.length >= 1 && window.voiceAgent.turns[0].waterfall", WAIT_S, "a turn"
+            )
+            await wait_for(tab, "window.voiceAgent.stats.playedSamples > 0", WAIT_S, "the reply played")
+            return {
+                "agent": await tab.evaluate("window.voiceAgent"),
+                "you": await tab.inner_text(".turn .transcript"),
+                "reply": await tab.inner_text(".turn .reply"),
+                "dead_air": await tab.inner_text('.turn .row[data-key="dead_air_ms"] .ms'),
+                "trace": await tab.inner_text(".turn .trace"),
+            }
+
+    seen = run(scenario)
+    assert seen["you"] == "hello agent" and seen["reply"] == REPLY
+    assert seen["dead_air"].endswith(" ms"), seen["dead_air"]
+    stats = seen["agent"]["stats"]
+    assert stats["replies"] == 1 and stats["receivedSamples"] == 160 * len("Hello there.How can I help?")
+    # Every sample received was played (the worklet reports what it output; ±1 for interpolation).
+    assert abs(stats["playedSamples"] - stats["receivedSamples"]) <= 2, stats
+    assert "not exported" in seen["trace"]
+
+
+def test_a_denied_microphone_says_so() -> None:
+    async def scenario() -> tuple[str, str]:
+        async with web_server() as (url, _fakes), page(allow_microphone=False) as tab:
+            await tab.goto(url)
+            await tab.click("#start")
+            await wait_for(tab, "window.voiceAgent.errors.length > 0", WAIT_S, "an error")
+            return await tab.inner_text("#banner-text"), await tab.get_attribute("#status", "data-state") or ""
+
+    banner, state = run(scenario)
+    assert "Microphone access was denied" in banner and state == "error"
+
+
+def test_a_service_that_is_down_is_named_on_the_page() -> None:
+    async def scenario() -> tuple[str, bool]:
+        async with (
+            web_server(lambda up: ServiceAddresses(stt=up, llm=up, tts="127.0.0.1:9")) as (url, _f),
+            page() as tab,
+        ):
+            await tab.goto(url)
+            await tab.click("#start")
+            await wait_for(tab, "window.voiceAgent.errors.length > 0", WAIT_S, "an error")
+            return await tab.inner_text("#banner-text"), await tab.is_visible("#reconnect")
+
+    banner, reconnect = run(scenario)
+    assert banner.startswith("tts-service: tts-service is not reachable at 127.0.0.1:9"), banner
+    assert reconnect
+
+
+def test_a_dropped_socket_offers_reconnect_and_reconnect_works() -> None:
+    listening = "['listening', 'hearing', 'speaking'].includes(window.voiceAgent.state)"
+
+    async def scenario() -> tuple[str, str, str]:
+        async with page() as tab:
+            async with web_server() as (url, _fakes):
+                port = int(url.rsplit(":", 1)[1].strip("/"))
+                await tab.goto(url)
+                await tab.click("#start")
+                await wait_for(tab, listening, WAIT_S, "the conversation")
+                first = await tab.evaluate("window.voiceAgent.sessionId")
+            # The server went away under the page (its shutdown closes the socket).
+            await wait_for(tab, "window.voiceAgent.state === 'disconnected'", WAIT_S, "the drop noticed")
+            banner = await tab.inner_text("#banner-text")
+            assert await tab.is_visible("#reconnect")
+            async with web_server(port=port):
+                await tab.click("#reconnect")
+                await wait_for(tab, listening, WAIT_S, "a new conversation")
+                second = await tab.evaluate("window.voiceAgent.sessionId")
+            return banner, first, second
+
+    banner, first, second = run(scenario)
+    assert banner.startswith("Connection to the agent lost (code 100"), banner  # 1001 going away or 1006 dropped
+    assert first and second and first != second
