@@ -1,7 +1,7 @@
 """Language engines (no gRPC here): the llama-cpp-python backend and the shared data types.
 
 One `LlamaCppEngine` owns one `llama_cpp.Llama`. It is NOT thread-safe for generation: the
-service drives it from a single worker thread (see `worker.py`). Prompt caching:
+service drives it from a single worker thread (`service_runtime.worker.ModelWorker`). Prompt caching:
 
 * The context currently holds the tokens of one conversation (the "live" cache key).
   `Llama.generate` reuses the longest common token prefix with the new prompt, so turn N of

@@ -50,9 +50,9 @@ from llm_service.validation import (
     validate_session_id,
     validate_turn_id,
 )
-from llm_service.worker import Job, ModelWorker, QueueFullError
 from service_runtime.engine_slot import EngineSlot
 from service_runtime.telemetry import server_span
+from service_runtime.worker import Job, ModelWorker, QueueFullError
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
 log = logging.getLogger("llm-service")
@@ -97,7 +97,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
     def __init__(self, slot: EngineSlot[LanguageEngine], config: ServiceConfig) -> None:
         self._slot = slot
         self.config = config
-        self.worker = ModelWorker(config.max_queue)
+        self.worker = ModelWorker("llm-worker", config.max_queue)
         self.sessions = SessionStore(config.session_ttl_s, config.max_sessions, on_evict=self._forget)
 
     def _forget(self, session_id: str) -> None:

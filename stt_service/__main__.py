@@ -13,10 +13,10 @@ from typing import Any
 import grpc
 
 from service_runtime import EngineSlot, EnvFlags, ServiceSpec, run_service_cli
+from service_runtime.worker import ModelWorker
 from stt_service.backends import create_engine, default_backend
 from stt_service.endpointing import EndpointConfig
 from stt_service.engine import Backend, DecodeOptions
-from stt_service.recognizer import DecodeWorker
 from stt_service.self_check import check_engine
 from stt_service.servicer import SpeechToTextServicer, SttRuntime
 from stt_service.vad import SileroVad
@@ -67,7 +67,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
         options = DecodeOptions(beam_size=args.beam_size, short_window=not args.full_window)
         engine = create_engine(args.backend, args.model, args.threads, options)
         vad = SileroVad()
-        worker = DecodeWorker(engine)
+        worker = ModelWorker("stt-decode")
         # Warm-up that proves the engine works: a known phrase must be heard (raises otherwise).
         heard = worker.run_sync(lambda: check_engine(engine, vad))
         log.info("self-check heard %r", heard)

@@ -1,7 +1,7 @@
-"""Per-stream recognition (no gRPC): PCM in, events out; the single decode worker of the process.
+"""Per-stream recognition (no gRPC): PCM in, events out.
 
 `StreamingRecognizer.feed(pcm)` resamples to 16 kHz, runs the VAD frame by frame and drives the
-`UtteranceTracker`; decodes run on the process-wide `DecodeWorker` (one model call at a time,
+`UtteranceTracker`; decodes run on the process-wide model worker (one model call at a time,
 shared by all sessions) as asyncio tasks whose results come back as events on `events`.
 """
 
@@ -11,55 +11,16 @@ import asyncio
 import enum
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import soxr
 
+from service_runtime.worker import Cancelled, ModelWorker
 from stt_service.endpointing import Action, ActionKind, EndpointConfig, UtteranceTracker
 from stt_service.engine import SAMPLE_RATE, SpeechEngine, Transcript
 from stt_service.vad import FRAME, SileroVad
-
-T = TypeVar("T")
-
-
-class Cancelled(Exception):
-    """The session ended before its queued decode started."""
-
-
-class DecodeWorker:
-    """One thread for every model call of the process: a model is never driven by two threads."""
-
-    def __init__(self, engine: SpeechEngine) -> None:
-        self.engine = engine
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt-decode")
-        self.pending = 0
-
-    @property
-    def busy(self) -> bool:
-        return self.pending > 0
-
-    async def run(self, fn: Callable[[], T], cancelled: threading.Event | None = None) -> T:
-        def job() -> T:
-            if cancelled is not None and cancelled.is_set():
-                raise Cancelled()
-            return fn()
-
-        self.pending += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, job)
-        finally:
-            self.pending -= 1
-
-    def run_sync(self, fn: Callable[[], T]) -> T:
-        """For load-time warm-up (before any RPC)."""
-        return self._executor.submit(fn).result()
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class EventKind(enum.Enum):
@@ -131,11 +92,18 @@ def _join(parts: list[str]) -> str:
 
 class StreamingRecognizer:
     def __init__(
-        self, worker: DecodeWorker, vad: SileroVad, config: EndpointConfig, language: str, sample_rate: int
+        self,
+        engine: SpeechEngine,
+        worker: ModelWorker,
+        vad: SileroVad,
+        config: EndpointConfig,
+        language: str,
+        sample_rate: int,
     ) -> None:
         self.config = config
         self.language = language
         self.events: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
+        self._engine = engine
         self._worker = worker
         self._vad = vad.stream()
         self._tracker = UtteranceTracker(config)
@@ -221,7 +189,7 @@ class StreamingRecognizer:
         if len(audio) < FRAME:
             return Transcript("")
         language = self.language
-        engine = self._worker.engine
+        engine = self._engine
         result = await self._worker.run(lambda: engine.transcribe(audio, language), self._cancelled)
         self.decode_ms += result.decode_ms
         return result

@@ -13,6 +13,7 @@ import grpc
 
 from service_runtime import EngineSlot
 from service_runtime.telemetry import server_span
+from service_runtime.worker import ModelWorker
 from stt_service.clip import (
     ConfigFields,
     InvalidRequest,
@@ -24,7 +25,7 @@ from stt_service.clip import (
 )
 from stt_service.endpointing import EndpointConfig
 from stt_service.engine import SpeechEngine, UnsupportedLanguage
-from stt_service.recognizer import DecodeWorker, Event, EventKind, StreamingRecognizer
+from stt_service.recognizer import Event, EventKind, StreamingRecognizer
 from stt_service.vad import SileroVad
 from voice.stt.v1 import stt_pb2, stt_pb2_grpc
 
@@ -48,7 +49,7 @@ _SPAN_EVENTS = {
 class SttRuntime:
     engine: SpeechEngine
     vad: SileroVad
-    worker: DecodeWorker
+    worker: ModelWorker  # the one thread that runs every decode of the process
 
 
 def config_fields(config: stt_pb2.RecognitionConfig) -> ConfigFields:
@@ -149,7 +150,9 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                     endpointing = endpoint_config(cfg, self.defaults)
                 except (InvalidRequest, UnsupportedLanguage) as error:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-                recognizer = StreamingRecognizer(rt.worker, rt.vad, endpointing, language, cfg.sample_rate_hz)
+                recognizer = StreamingRecognizer(
+                    rt.engine, rt.worker, rt.vad, endpointing, language, cfg.sample_rate_hz
+                )
                 span.set_attribute("sample_rate_hz", cfg.sample_rate_hz)
                 span.set_attribute("endpoint_ms", endpointing.endpoint_ms)
                 span.set_attribute("min_endpoint_ms", endpointing.min_endpoint_ms)

@@ -15,8 +15,8 @@ from llm_service.engine import Message, Sampling
 from llm_service.servicer import LanguageModelServicer, ServiceConfig
 from llm_service.sessions import PromptTooLongError, SessionLimitError, SessionStore, fit_history, split_turns
 from llm_service.validation import Limits, RequestError, validate_max_tokens, validate_messages, validate_session_id
-from llm_service.worker import Job, ModelWorker, QueueFullError
 from service_runtime.engine_slot import EngineSlot
+from service_runtime.worker import Job, ModelWorker, QueueFullError
 from tests.fake_llm_engine import FakeLanguageEngine
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 

@@ -1,20 +1,17 @@
 """TTS engines (no gRPC here): resident voices that turn one cleaned sentence into PCM.
 
-Each voice owns a single-thread executor, so one model instance is never driven by two
+Each voice owns a model worker (one thread), so one model instance is never driven by two
 threads at once; streams share it sentence by sentence (fair interleaving, bounded latency).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import platform
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import soxr
 
+from service_runtime.worker import ModelWorker
 from tts_service.text_cleaning import clean_text
 
 log = logging.getLogger("tts-service")
@@ -193,28 +191,30 @@ class LoadedVoice:
     def __init__(self, model: VoiceModel) -> None:
         self.model = model
         self.info = model.info
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tts-{model.info.name}")
-        self._lock = threading.Lock()  # belt and braces: never two threads in one model
+        self.worker = ModelWorker(f"tts-{model.info.name}")
 
-    def synthesize_blocking(self, text: str, sample_rate_hz: int = 0) -> SynthesisResult:
+    def _synthesize_now(self, text: str, sample_rate_hz: int) -> SynthesisResult:
+        """On the worker thread."""
         spoken = clean_text(text, self.info.language)
         rate = sample_rate_hz or self.info.sample_rate_hz
         if not spoken:
             return SynthesisResult("", b"", rate, 0.0)
         started = time.perf_counter()
-        with self._lock:
-            pcm = self.model.synthesize(spoken)
+        pcm = self.model.synthesize(spoken)
         if rate != self.info.sample_rate_hz and pcm.size:
             pcm = soxr.resample(pcm, self.info.sample_rate_hz, rate, quality="HQ")
         return SynthesisResult(spoken, pcm.astype("<i2").tobytes(), rate, time.perf_counter() - started)
 
+    def synthesize_blocking(self, text: str, sample_rate_hz: int = 0) -> SynthesisResult:
+        """From a thread that is not the event loop (the warm-up): waits for the worker."""
+        return self.worker.run_sync(lambda: self._synthesize_now(text, sample_rate_hz))
+
     async def synthesize(self, text: str, sample_rate_hz: int = 0) -> SynthesisResult:
         """Queue on this voice's worker. Cancelling before the worker picks it up skips it."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.synthesize_blocking, text, sample_rate_hz)
+        return await self.worker.run(lambda: self._synthesize_now(text, sample_rate_hz))
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.worker.close()
 
 
 class TtsEngine:
