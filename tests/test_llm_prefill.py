@@ -14,10 +14,10 @@ import grpc
 import pytest
 
 from llm_service.engine import Sampling
-from llm_service.fake import FakeLanguageEngine
 from llm_service.servicer import LanguageModelServicer, ServiceConfig
 from llm_service.validation import Limits
 from service_runtime.engine_slot import EngineSlot
+from tests.fake_llm_engine import FakeLanguageEngine
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
 WAIT_S = 10.0
