@@ -15,6 +15,7 @@ const agent = (window.voiceAgent = {
   turns: [],
   errors: [],
   stats: { sentFrames: 0, receivedSamples: 0, playedSamples: 0, replies: 0, underruns: 0, stops: 0 },
+  replies: [], // per reply: {rate, received, played, stopped}
 });
 
 let ctx = null;
@@ -229,6 +230,7 @@ function onEvent(m) {
     case "audio_start":
       replyRate = m.sample_rate_hz;
       agent.stats.replies += 1;
+      agent.replies.push({ rate: replyRate, received: 0, played: 0, stopped: false });
       playback.port.postMessage({ type: "start", rate: replyRate, reply: agent.stats.replies });
       setState("speaking", "agent speaking");
       break;
@@ -255,6 +257,8 @@ function onEvent(m) {
 
 function onAudio(buffer) {
   agent.stats.receivedSamples += buffer.byteLength / 2;
+  const reply = agent.replies[agent.replies.length - 1];
+  if (reply) reply.received += buffer.byteLength / 2;
   playback.port.postMessage({ type: "pcm", data: buffer }, [buffer]);
 }
 
@@ -270,6 +274,8 @@ function onPlayback(m) {
     if (m.type !== "progress" || m.played) agent.stats.lastPlayed = m.played;
     if (m.type === "drained" || m.type === "stopped") {
       agent.stats.playedSamples += m.played;
+      const reply = agent.replies[m.reply - 1];
+      if (reply) Object.assign(reply, { played: m.played, stopped: m.type === "stopped" });
       if (agent.state === "speaking") setState("listening", "listening");
     }
   }
