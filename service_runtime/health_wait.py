@@ -8,6 +8,8 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service_runtime.tls import ClientTls
+
 
 class ServiceError(RuntimeError):
     pass
@@ -20,12 +22,20 @@ class HealthWait:
     behind the address has died, so there is nothing left to wait for.
     """
 
-    def __init__(self, address: str, service: str = "") -> None:
+    def __init__(self, address: str, service: str = "", tls: ClientTls | None = None) -> None:
         self.address = address
         self.service = service
+        # A TLS server needs the client credentials (VOICE_TLS_* when not given).
+        self.tls = tls if tls is not None else ClientTls.from_env()
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._cancelled = False
+
+    def _open(self) -> grpc.Channel:
+        # One replica, no client-side health checking: this watches the health itself.
+        if self.tls is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, self.tls.credentials(), self.tls.options())
 
     def cancel(self) -> None:
         with self._lock:
@@ -39,7 +49,7 @@ class HealthWait:
             with self._lock:
                 if self._cancelled:
                     raise ServiceError(f"stopped waiting for {self.address}")
-                channel = self._channel = grpc.insecure_channel(self.address)
+                channel = self._channel = self._open()
             try:
                 stub = health_pb2_grpc.HealthStub(channel)
                 for reply in stub.Watch(
@@ -59,6 +69,6 @@ class HealthWait:
         raise ServiceError(f"{self.address} did not report SERVING within {timeout_s:.0f}s")
 
 
-def wait_serving(address: str, timeout_s: float, service: str = "") -> None:
+def wait_serving(address: str, timeout_s: float, service: str = "", tls: ClientTls | None = None) -> None:
     """Block until the grpc.health.v1 status of `address` is SERVING."""
-    HealthWait(address, service).wait(timeout_s)
+    HealthWait(address, service, tls).wait(timeout_s)

@@ -14,12 +14,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from service_runtime.health_wait import ServiceError, wait_serving
+from service_runtime.tls import ClientTls
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class ServiceProcess:
         self.port = port
         self._listening = threading.Event()
         self._log_lines: list[str] = []
+        self._log_changed = threading.Condition()
+        self._log_ended = False
         cmd = [sys.executable, "-u", "-m", module, "--port", str(port), *args]
         full_env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[Any]
@@ -87,7 +90,9 @@ class ServiceProcess:
         assert self.process.stdout is not None
         log_file = open(self.log_path, "a") if self.log_path else None
         for line in self.process.stdout:
-            self._log_lines.append(line)
+            with self._log_changed:
+                self._log_lines.append(line)
+                self._log_changed.notify_all()
             if log_file:
                 log_file.write(line)
                 log_file.flush()
@@ -97,6 +102,9 @@ class ServiceProcess:
                 self._listening.set()
         if log_file:
             log_file.close()
+        with self._log_changed:
+            self._log_ended = True
+            self._log_changed.notify_all()
         self._listening.set()  # process ended: unblock waiters
 
     @property
@@ -107,15 +115,23 @@ class ServiceProcess:
     def log(self) -> str:
         return "".join(self._log_lines)
 
+    def wait_for_log(self, predicate: Callable[[str], bool], timeout_s: float = 30.0) -> str:
+        """Block until `predicate(log so far)` holds (ServiceError if the log ends or time runs out)."""
+        with self._log_changed:
+            ok = self._log_changed.wait_for(lambda: predicate(self.log) or self._log_ended, timeout_s)
+            if ok and predicate(self.log):
+                return self.log
+        raise ServiceError(f"{self.kind}-service log never showed what was awaited:\n{self.log[-3000:]}")
+
     def wait_listening(self, timeout_s: float = 60.0) -> ServiceProcess:
         if not self._listening.wait(timeout_s) or self.port == 0:
             raise ServiceError(f"{self.kind}-service did not start listening:\n{self.log[-3000:]}")
         return self
 
-    def wait_serving(self, timeout_s: float = 300.0) -> ServiceProcess:
+    def wait_serving(self, timeout_s: float = 300.0, tls: ClientTls | None = None) -> ServiceProcess:
         self.wait_listening(timeout_s)
         try:
-            wait_serving(self.address, timeout_s)
+            wait_serving(self.address, timeout_s, tls=tls)
         except ServiceError as error:
             raise ServiceError(f"{error}\n{self.log[-3000:]}") from error
         return self

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service_runtime import telemetry
 from service_runtime.config import EnvFlags
+from service_runtime.tls import ServerTls, TlsConfigError, add_server_arguments
 
 MIB = 1024 * 1024
 
@@ -53,6 +54,13 @@ def build_parser(spec: ServiceSpec) -> argparse.ArgumentParser:
     flags.add("--grace-s", 5.0, "seconds in-flight calls get on shutdown")
     flags.add("--max-message-mib", 4.0, "largest request message accepted, MiB (larger: RESOURCE_EXHAUSTED)")
     flags.add("--log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
+    add_server_arguments(flags)
+    flags.add(
+        "--health-port",
+        -1,
+        "also serve grpc.health.v1 alone, in plaintext, on this port (for probes that cannot speak TLS, "
+        "e.g. Kubernetes grpc probes); -1 = off, 0 = any free",
+    )
     spec.add_arguments(flags)
     return parser
 
@@ -72,6 +80,12 @@ def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 
 async def serve(spec: ServiceSpec, args: argparse.Namespace) -> int:
     log = logging.getLogger(spec.name)
+    try:
+        tls = ServerTls.from_args(args)
+        credentials = tls.credentials() if tls else None
+    except TlsConfigError as error:
+        log.error("%s", error)
+        return 2
     telemetry.setup_tracing(spec.name)
     server = grpc.aio.server(options=server_options(int(args.max_message_mib * MIB)))
     health = HealthServicer()
@@ -83,12 +97,19 @@ async def serve(spec: ServiceSpec, args: argparse.Namespace) -> int:
     )
     for name in ("", *spec.grpc_service_names):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    port = server.add_insecure_port(f"{args.host}:{args.port}")
+    bind = f"{args.host}:{args.port}"
+    port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
     if port == 0:
         log.error("could not bind %s:%s (port in use?)", args.host, args.port)
         return 2
+    health_server = await _start_health_server(health, args, log) if args.health_port >= 0 else None
+    if args.health_port >= 0 and health_server is None:
+        return 2
     await server.start()
-    log.info("listening on %s:%d (health NOT_SERVING until the model is loaded)", args.host, port)
+    security = (
+        f"{tls.mode}, client certificate required" if tls and tls.client_ca else (tls.mode if tls else "plaintext")
+    )
+    log.info("listening on %s:%d (%s; health NOT_SERVING until the model is loaded)", args.host, port, security)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -114,11 +135,28 @@ async def serve(spec: ServiceSpec, args: argparse.Namespace) -> int:
     log.info("shutting down: health NOT_SERVING, new calls refused, %.1fs grace for in-flight calls", args.grace_s)
     await health.enter_graceful_shutdown()
     await server.stop(args.grace_s)
+    if health_server is not None:
+        await health_server.stop(None)
     telemetry.shutdown_tracing()
     log.info("stopped")
     if not loading.done():
         loading.cancel()
     return exit_code
+
+
+async def _start_health_server(
+    health: HealthServicer, args: argparse.Namespace, log: logging.Logger
+) -> grpc.aio.Server | None:
+    """grpc.health.v1 alone, plaintext: carries no private data, answers probes that cannot do TLS."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port(f"{args.host}:{args.health_port}")
+    if port == 0:
+        log.error("could not bind the health port %s:%s (port in use?)", args.host, args.health_port)
+        return None
+    await server.start()
+    log.info("health (grpc.health.v1 only, plaintext) on %s:%d", args.host, port)
+    return server
 
 
 async def _load(load_model: ModelLoader, log: logging.Logger) -> Mapping[str, Any] | None:

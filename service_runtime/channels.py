@@ -1,0 +1,88 @@
+"""Client channels to the services, where one target may name several replicas.
+
+A target is anything grpc resolves: `127.0.0.1:50052`, a static list
+`ipv4:127.0.0.1:50052,127.0.0.1:50062`, or `dns:///llm.voice.svc.cluster.local:50052` (a
+headless Service: one A record per ready pod). Selection is grpc's own, set by service config:
+
+* `round_robin` (STT, TTS): each call goes to the next replica that is READY.
+* `affinity` (LLM): grpc's `ring_hash` policy hashing the `x-session-id` request header, so the
+  turns of one conversation go to the replica holding its KV cache; when that replica leaves,
+  the conversation moves to the next one on the ring (and its history, sent by the client,
+  is re-read there once).
+
+Both use client-side health checking (grpc.health.v1 Watch on every replica): a replica that
+reports NOT_SERVING (draining on SIGTERM, still loading its model) or dies leaves the rotation
+and calls go to the others; it rejoins when it reports SERVING again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from enum import Enum
+from typing import Any
+
+import grpc
+
+from service_runtime.tls import ClientTls
+
+# Request header carrying the conversation id: the affinity policy hashes it.
+SESSION_HEADER = "x-session-id"
+
+
+class Balancing(str, Enum):
+    ROUND_ROBIN = "round_robin"
+    AFFINITY = "affinity"
+
+
+def service_config(balancing: Balancing = Balancing.ROUND_ROBIN, health_service: str = "") -> str:
+    if balancing == Balancing.AFFINITY:
+        # minRingSize: enough ring entries that two or three replicas get near-equal shares.
+        policy: dict[str, Any] = {"ring_hash_experimental": {"requestHashHeader": SESSION_HEADER, "minRingSize": 1024}}
+    else:
+        policy = {"round_robin": {}}
+    return json.dumps({"loadBalancingConfig": [policy], "healthCheckConfig": {"serviceName": health_service}})
+
+
+def channel_options(
+    balancing: Balancing = Balancing.ROUND_ROBIN,
+    tls: ClientTls | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.service_config", service_config(balancing)),
+        # Fresh DNS answers soon after a pod comes or goes (default minimum is 30 s).
+        ("grpc.dns_min_time_between_resolutions_ms", 2_000),
+        *(tls.options() if tls else []),
+        *options,
+    ]
+
+
+def aio_channel(
+    target: str,
+    tls: ClientTls | None = None,
+    balancing: Balancing = Balancing.ROUND_ROBIN,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """An asyncio channel to `target` (one or many replicas), TLS when `tls` is given."""
+    opts = channel_options(balancing, tls, options)
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=opts)
+    return grpc.aio.secure_channel(target, tls.credentials(), options=opts)
+
+
+def sync_channel(
+    target: str,
+    tls: ClientTls | None = None,
+    balancing: Balancing = Balancing.ROUND_ROBIN,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Channel:
+    opts = channel_options(balancing, tls, options)
+    if tls is None:
+        return grpc.insecure_channel(target, options=opts)
+    return grpc.secure_channel(target, tls.credentials(), options=opts)
+
+
+def session_metadata(session_id: str) -> list[tuple[str, str]]:
+    """Call metadata that routes a conversation's calls to one replica under `Balancing.AFFINITY`."""
+    return [(SESSION_HEADER, session_id)] if session_id else []
