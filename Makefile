@@ -31,8 +31,10 @@ $(STAMP): pyproject.toml scripts/llama_wheel.sh
 proto: setup
 	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --grpc_python_out=protos --pyi_out=protos $(PROTOS)
 
+# REPLICAS=N: N replicas of each service, replica i on the service's port + 10*i.
+REPLICAS ?= 1
 serve: setup
-	$(PY) -m service_runtime.launcher start
+	$(PY) -m service_runtime.launcher start --replicas $(REPLICAS)
 
 stop:
 	@test -x $(PY) && $(PY) -m service_runtime.launcher stop || true

@@ -151,17 +151,48 @@ class ServiceProcess:
             self.process.wait()
 
 
-def _pid_file(kind: str, run_dir: Path | None = None) -> Path:
-    return (run_dir or RUN_DIR) / f"{kind}.pid"
+# Replica i of a service listens on its port + REPLICA_PORT_STEP * i (50051, 50061, ... for STT).
+REPLICA_PORT_STEP = 10
+MAX_REPLICAS = 9  # keeps replica ports of the three services apart and below 50150
 
 
-def _running_pid(kind: str, run_dir: Path | None = None) -> int | None:
+def replica_key(kind: str, index: int) -> str:
+    """Stem of a replica's pid and log files: "stt" for replica 0 (as before replicas), "stt-1", ..."""
+    return kind if index == 0 else f"{kind}-{index}"
+
+
+def replica_name(kind: str, index: int, replicas: int) -> str:
+    return f"{kind}-service" if replicas == 1 else f"{kind}-service replica {index}"
+
+
+def target(addresses: Sequence[str]) -> str:
+    """A grpc target for one address ("127.0.0.1:50051") or many ("ipv4:127.0.0.1:50051,127.0.0.1:50061")."""
+    if len(addresses) == 1:
+        return addresses[0]
+    return "ipv4:" + ",".join(addresses)
+
+
+def _pid_file(key: str, run_dir: Path | None = None) -> Path:
+    return (run_dir or RUN_DIR) / f"{key}.pid"
+
+
+def _running_pid(key: str, run_dir: Path | None = None) -> int | None:
     try:
-        pid = int(_pid_file(kind, run_dir).read_text())
+        pid = int(_pid_file(key, run_dir).read_text())
         os.kill(pid, 0)
         return pid
     except (OSError, ValueError):
         return None
+
+
+def _replica_keys(kind: str, run_dir: Path) -> list[tuple[str, int]]:
+    """(key, replica index) of every pid file of `kind` in run_dir, replica 0 first."""
+    found = []
+    for path in run_dir.glob(f"{kind}*.pid"):
+        match = re.fullmatch(rf"{re.escape(kind)}(?:-(\d+))?", path.stem)
+        if match:
+            found.append((path.stem, int(match.group(1) or 0)))
+    return sorted(found, key=lambda item: item[1])
 
 
 def start_all(
@@ -170,61 +201,85 @@ def start_all(
     run_dir: Path | None = None,
     out: TextIO = sys.stdout,
     stop_timeout_s: float = 10.0,
+    replicas: int = 1,
 ) -> dict[str, str]:
-    """Start the services not already running (detached, logs in run_dir) and wait for SERVING.
+    """Start `replicas` of each service not already running (detached, logs in run_dir), wait for SERVING.
 
-    Returns {kind: address}. Raises StartFailure at once when a service dies before SERVING,
-    after stopping the others started here.
+    Replica i listens on the service's port + 10·i. Returns {kind: grpc target} (one address, or an
+    `ipv4:` list naming every replica). Raises StartFailure at once when any replica dies before
+    SERVING, after stopping the others started here.
     """
     from service_runtime.supervise import Starting, wait_all_serving
 
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"replicas must be 1 to {MAX_REPLICAS}, not {replicas}")
     services = services or SERVICES
     run_dir = run_dir or RUN_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
     starting: list[Starting] = []
-    addresses: dict[str, str] = {}
+    targets: dict[str, str] = {}
     for kind, info in services.items():
-        port = int(os.environ.get(f"{kind.upper()}_PORT", info.default_port))
-        address = addresses[kind] = f"127.0.0.1:{port}"
-        log_path = run_dir / f"{kind}.log"
-        pid = _running_pid(kind, run_dir)
-        if pid:
-            print(f"{kind}-service already running (pid {pid}) on {address}", file=out)
-            starting.append(Starting(f"{kind}-service", address, log_path))
-            continue
-        log_path.unlink(missing_ok=True)  # the tail shown on failure must be this start's
-        proc = ServiceProcess(kind, info.args, port=port, log_path=log_path, detach=True, module=info.module)
-        _pid_file(kind, run_dir).write_text(str(proc.process.pid))
-        print(f"{kind}-service starting (pid {proc.process.pid}) on {address}, log: {log_path}", file=out)
-        starting.append(Starting(f"{kind}-service", address, log_path, proc.process))
+        base = int(os.environ.get(f"{kind.upper()}_PORT", info.default_port))
+        addresses = []
+        for index in range(replicas):
+            key, name = replica_key(kind, index), replica_name(kind, index, replicas)
+            port = base + REPLICA_PORT_STEP * index
+            address = f"127.0.0.1:{port}"
+            addresses.append(address)
+            log_path = run_dir / f"{key}.log"
+            pid = _running_pid(key, run_dir)
+            if pid:
+                print(f"{name} already running (pid {pid}) on {address}", file=out)
+                starting.append(Starting(name, address, log_path))
+                continue
+            log_path.unlink(missing_ok=True)  # the tail shown on failure must be this start's
+            proc = ServiceProcess(kind, info.args, port=port, log_path=log_path, detach=True, module=info.module)
+            _pid_file(key, run_dir).write_text(str(proc.process.pid))
+            print(f"{name} starting (pid {proc.process.pid}) on {address}, log: {log_path}", file=out)
+            starting.append(Starting(name, address, log_path, proc.process))
+        targets[kind] = target(addresses)
     print("waiting for the models to load and warm up ...", file=out, flush=True)
     try:
         wait_all_serving(starting, timeout_s, out=out, stop_timeout_s=stop_timeout_s)
     except ServiceError:
         for kind in services:
-            if not _running_pid(kind, run_dir):
-                _pid_file(kind, run_dir).unlink(missing_ok=True)
+            for key, _ in _replica_keys(kind, run_dir):
+                if not _running_pid(key, run_dir):
+                    _pid_file(key, run_dir).unlink(missing_ok=True)
         raise
     print(f"all services up; `make stop` ends them. Logs in {run_dir}/*.log", file=out)
-    return addresses
+    print("targets for the orchestrator, bench and web playground:", file=out)
+    for kind, value in targets.items():
+        print(f"  export {kind.upper()}_ADDRESS={value}", file=out)
+    return targets
 
 
 def stop_all(
-    timeout_s: float = 20.0, services: dict[str, ServiceInfo] | None = None, run_dir: Path | None = None
+    timeout_s: float = 20.0,
+    services: dict[str, ServiceInfo] | None = None,
+    run_dir: Path | None = None,
+    out: TextIO = sys.stdout,
 ) -> None:
+    """SIGTERM every replica of every service at once (they drain in parallel), SIGKILL after `timeout_s`."""
+    run_dir = run_dir or RUN_DIR
+    running: list[tuple[str, str, int]] = []  # (key, name, pid)
     for kind in services or SERVICES:
-        pid = _running_pid(kind, run_dir)
-        if pid is None:
-            _pid_file(kind, run_dir).unlink(missing_ok=True)
-            continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while _running_pid(kind, run_dir) and not _reaped(pid) and time.monotonic() < deadline:
+        keys = _replica_keys(kind, run_dir)
+        for key, index in keys:
+            pid = _running_pid(key, run_dir)
+            if pid is None:
+                _pid_file(key, run_dir).unlink(missing_ok=True)
+                continue
+            os.kill(pid, signal.SIGTERM)
+            running.append((key, replica_name(kind, index, 2 if len(keys) > 1 else 1), pid))
+    deadline = time.monotonic() + timeout_s
+    for key, name, pid in running:
+        while _running_pid(key, run_dir) and not _reaped(pid) and time.monotonic() < deadline:
             time.sleep(0.1)  # a process `make serve` started: no handle to wait on
-        if _running_pid(kind, run_dir) and not _reaped(pid):
+        if _running_pid(key, run_dir) and not _reaped(pid):
             os.kill(pid, signal.SIGKILL)
-        _pid_file(kind, run_dir).unlink(missing_ok=True)
-        print(f"{kind}-service stopped (pid {pid})")
+        _pid_file(key, run_dir).unlink(missing_ok=True)
+        print(f"{name} stopped (pid {pid})", file=out)
 
 
 def _reaped(pid: int) -> bool:
@@ -239,11 +294,19 @@ def _reaped(pid: int) -> bool:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m service_runtime.launcher")
     parser.add_argument("command", choices=["start", "stop"])
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=int(os.environ.get("REPLICAS") or 1),
+        help=f"replicas of each service, 1 to {MAX_REPLICAS}; replica i on port + {REPLICA_PORT_STEP}*i (env REPLICAS)",
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.replicas <= MAX_REPLICAS:
+        parser.error(f"--replicas must be 1 to {MAX_REPLICAS}, not {args.replicas}")
     RUN_DIR.mkdir(exist_ok=True)
     if args.command == "start":
         try:
-            start_all()
+            start_all(replicas=args.replicas)
         except ServiceError as error:
             sys.exit(f"\n{error}\nFix the cause and run `make serve` again (`make stop` clears what is left).")
     else:

@@ -98,7 +98,7 @@ async def serve(spec: ServiceSpec, args: argparse.Namespace) -> int:
     for name in ("", *spec.grpc_service_names):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     bind = f"{args.host}:{args.port}"
-    port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
+    port = _bind(server, bind, credentials)
     if port == 0:
         log.error("could not bind %s:%s (port in use?)", args.host, args.port)
         return 2
@@ -144,13 +144,23 @@ async def serve(spec: ServiceSpec, args: argparse.Namespace) -> int:
     return exit_code
 
 
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """The bound port, 0 when the address cannot be bound (grpc raises RuntimeError for that)."""
+    try:
+        if credentials is not None:
+            return server.add_secure_port(address, credentials)
+        return server.add_insecure_port(address)
+    except RuntimeError:
+        return 0
+
+
 async def _start_health_server(
     health: HealthServicer, args: argparse.Namespace, log: logging.Logger
 ) -> grpc.aio.Server | None:
     """grpc.health.v1 alone, plaintext: carries no private data, answers probes that cannot do TLS."""
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_insecure_port(f"{args.host}:{args.health_port}")
+    port = _bind(server, f"{args.host}:{args.health_port}", None)
     if port == 0:
         log.error("could not bind the health port %s:%s (port in use?)", args.host, args.health_port)
         return None

@@ -119,3 +119,77 @@ def test_healthy_services_start_and_report_where_they_serve(tmp_path: Path) -> N
 def test_exit_descriptions_name_the_signal_the_way_a_shell_would() -> None:
     assert exit_description(1) == "exit code 1"
     assert exit_description(-9) == "killed by SIGKILL (signal 9; a shell shows exit 137)"
+
+
+def _free_base_port(replicas: int, taken: set[int]) -> int:
+    """A port p with p, p+10, ... p+10*(replicas-1) all free (and not handed out already)."""
+    while True:
+        base = _free_port()
+        ports = [base + 10 * i for i in range(replicas)]
+        if base + 10 * replicas < 65536 and not taken & set(ports) and all(_port_free(p) for p in ports):
+            taken.update(ports)
+            return base
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _replica_stack(replicas: int) -> dict[str, ServiceInfo]:
+    taken: set[int] = set()
+    return {
+        kind: ServiceInfo(kind, STAND_IN, _free_base_port(replicas, taken), ("--on-load", "serve"))
+        for kind in ("stt", "llm", "tts")
+    }
+
+
+@pytest.mark.timeout(120)
+def test_replicas_start_on_port_plus_10_i_print_their_targets_and_stop_all_ends_every_one(tmp_path: Path) -> None:
+    printed, stopped = io.StringIO(), io.StringIO()
+    services = _replica_stack(2)
+    try:
+        targets = start_all(timeout_s=60, services=services, run_dir=tmp_path, out=printed, replicas=2)
+    finally:
+        stop_all(timeout_s=10, services=services, run_dir=tmp_path, out=stopped)
+    text = printed.getvalue()
+    for kind, info in services.items():
+        base = info.default_port
+        assert targets[kind] == f"ipv4:127.0.0.1:{base},127.0.0.1:{base + 10}"
+        assert f"export {kind.upper()}_ADDRESS={targets[kind]}" in text
+        for i in (0, 1):
+            assert re.search(rf"{kind}-service replica {i} SERVING on 127\.0\.0\.1:{base + 10 * i} ", text)
+            assert f"{kind}-service replica {i} stopped" in stopped.getvalue()
+    pids = re.findall(r"replica \d starting \(pid (\d+)\)", text)
+    assert len(pids) == 6
+    assert not any(_alive(int(pid)) for pid in pids)
+    assert not list(tmp_path.glob("*.pid"))
+
+
+@pytest.mark.timeout(90)
+def test_a_replica_that_cannot_start_is_named_and_every_other_replica_is_stopped(tmp_path: Path) -> None:
+    printed = io.StringIO()
+    services = _replica_stack(2)
+    busy_port = services["llm"].default_port + 10
+    with socket.socket() as squatter:  # replica 1 of llm finds its port taken
+        squatter.bind(("127.0.0.1", busy_port))
+        squatter.listen()
+        with pytest.raises(StartFailure) as failure:
+            start_all(timeout_s=600, services=services, run_dir=tmp_path, out=printed, stop_timeout_s=5, replicas=2)
+    message = str(failure.value)
+    assert failure.value.service == "llm-service replica 1"
+    assert message.startswith("llm-service replica 1 exited before it was SERVING (exit code 2)")
+    assert f"could not bind 127.0.0.1:{busy_port}" in message
+    pids = re.findall(r"replica \d starting \(pid (\d+)\)", printed.getvalue())
+    assert len(pids) == 6
+    assert not any(_alive(int(pid)) for pid in pids), "replicas left running after a failed start"
+    assert not list(tmp_path.glob("*.pid"))
+
+
+def test_replica_counts_outside_1_to_9_are_refused() -> None:
+    with pytest.raises(ValueError, match="replicas must be 1 to 9"):
+        start_all(replicas=0)
