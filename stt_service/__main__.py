@@ -41,6 +41,7 @@ def add_arguments(flags: EnvFlags) -> None:
     flags.add("--max-sessions", 8, "concurrent streams + unary calls; beyond: RESOURCE_EXHAUSTED")
     flags.add("--endpoint-ms", 1000, "long endpoint: silence ending an utterance that looks unfinished")
     flags.add("--min-endpoint-ms", 320, "short endpoint: silence ending an utterance that looks complete")
+    flags.add("--hinted-endpoint-ms", 200, "endpoint for a turn the client's end-of-turn hint calls finished")
     flags.add("--candidate-ms", 160, "pause after which a CANDIDATE_FINAL is decoded")
     flags.add("--interim-interval-ms", 700, "new speech between INTERIM decodes")
     flags.add("--vad-threshold", 0.5, "Silero speech probability")
@@ -53,6 +54,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
         endpoint_ms=args.endpoint_ms,
         min_endpoint_ms=min(args.min_endpoint_ms, args.endpoint_ms),
         candidate_ms=args.candidate_ms,
+        hinted_endpoint_ms=min(args.hinted_endpoint_ms, args.min_endpoint_ms),
         interim_interval_ms=args.interim_interval_ms,
         threshold=args.vad_threshold,
         neg_threshold=max(0.05, args.vad_threshold - 0.15),

@@ -7,6 +7,7 @@ silence and noise give "" without asking the model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ MIN_RATE, MAX_RATE = 8_000, 48_000
 ENCODING_UNSPECIFIED, ENCODING_LINEAR16 = 0, 1
 MIN_SILENCE_MS, MAX_SILENCE_MS = 100, 5_000
 MERGE_GAP_S = 1.0
+MAX_HINT_TEXT = 4000
 PAD_S = 0.2
 
 
@@ -38,6 +40,8 @@ class ConfigFields:
     endpoint_silence_ms: int = 0
     candidate_silence_ms: int = 0
     min_endpoint_silence_ms: int = 0
+    end_of_turn_hints: bool = False
+    hinted_endpoint_silence_ms: int = 0
 
 
 def validate_audio_format(cfg: ConfigFields) -> None:
@@ -55,7 +59,7 @@ def validate_audio_format(cfg: ConfigFields) -> None:
 
 def endpoint_config(cfg: ConfigFields, defaults: EndpointConfig) -> EndpointConfig:
     """The stream's endpointing settings: the request's values over the server defaults, checked."""
-    for name in ("endpoint_silence_ms", "candidate_silence_ms", "min_endpoint_silence_ms"):
+    for name in ("endpoint_silence_ms", "candidate_silence_ms", "min_endpoint_silence_ms", "hinted_endpoint_silence_ms"):
         value = getattr(cfg, name)
         if value and not MIN_SILENCE_MS <= value <= MAX_SILENCE_MS:
             raise InvalidRequest(
@@ -70,14 +74,23 @@ def endpoint_config(cfg: ConfigFields, defaults: EndpointConfig) -> EndpointConf
         raise InvalidRequest(
             f"config.min_endpoint_silence_ms={min_endpoint} must not exceed endpoint_silence_ms={endpoint}"
         )
+    hinted = cfg.hinted_endpoint_silence_ms or min(defaults.hinted_endpoint_ms, min_endpoint)
+    if cfg.hinted_endpoint_silence_ms and not cfg.end_of_turn_hints:
+        raise InvalidRequest("config.hinted_endpoint_silence_ms needs config.end_of_turn_hints")
+    if hinted > min_endpoint:
+        raise InvalidRequest(
+            f"config.hinted_endpoint_silence_ms={hinted} must not exceed min_endpoint_silence_ms={min_endpoint}"
+        )
+    shortest = hinted if cfg.end_of_turn_hints else min_endpoint
     if cfg.candidate_silence_ms:
         candidate = cfg.candidate_silence_ms
     else:
-        candidate = min(defaults.candidate_ms, max(MIN_SILENCE_MS // 2, min_endpoint * 2 // 3))
-    if candidate >= min_endpoint:
+        candidate = min(defaults.candidate_ms, max(MIN_SILENCE_MS // 2, shortest * 2 // 3))
+    if candidate >= shortest:
         raise InvalidRequest(
             f"config.candidate_silence_ms={candidate} must be below the shortest endpoint "
-            f"(min_endpoint_silence_ms={min_endpoint}, endpoint_silence_ms={endpoint})"
+            f"(min_endpoint_silence_ms={min_endpoint}, endpoint_silence_ms={endpoint}"
+            + (f", hinted_endpoint_silence_ms={hinted})" if cfg.end_of_turn_hints else ")")
         )
     return EndpointConfig(
         endpoint_ms=endpoint,
@@ -90,7 +103,21 @@ def endpoint_config(cfg: ConfigFields, defaults: EndpointConfig) -> EndpointConf
         max_window_s=defaults.max_window_s,
         pre_pad_ms=defaults.pre_pad_ms,
         post_pad_ms=defaults.post_pad_ms,
+        hints=cfg.end_of_turn_hints,
+        hinted_endpoint_ms=hinted,
+        hint_high=defaults.hint_high,
+        hint_low=defaults.hint_low,
     )
+
+
+def validate_hint(text: str, probability: float, enabled: bool) -> None:
+    """An `end_of_turn` hint: allowed when the stream's config enabled them, probability in [0, 1]."""
+    if not enabled:
+        raise InvalidRequest("`end_of_turn` hints need config.end_of_turn_hints=true in the first message")
+    if not math.isfinite(probability) or not 0.0 <= probability <= 1.0:
+        raise InvalidRequest(f"end_of_turn.probability={probability} is out of range; allowed 0 to 1")
+    if len(text) > MAX_HINT_TEXT:
+        raise InvalidRequest(f"end_of_turn.text is {len(text)} characters; at most {MAX_HINT_TEXT} are allowed")
 
 
 def validate_pcm(pcm: bytes, what: str = "audio") -> None:

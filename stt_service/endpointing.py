@@ -10,7 +10,12 @@ Endpointing policy (per utterance):
     as CANDIDATE_FINAL (empty text is not sent);
   * the endpoint is adaptive: `min_endpoint_ms` of silence when the candidate text looks
     complete (terminal . ? !, last word not a conjunction/preposition/article/filler...),
-    `endpoint_ms` when it looks unfinished. The endpoint needs the candidate text: if it is
+    `endpoint_ms` when it looks unfinished. With `hints` (the client scores each candidate with
+    a language model's end-of-turn probability, `on_hint`), the meaning decides instead of the
+    punctuation: a text that trails off (word lists, "," "...") waits `endpoint_ms`; else the
+    hint maps to a silence (`hinted_endpoint_ms` when likely finished, `endpoint_ms` when
+    unlikely, in between from `min_endpoint_ms` up); until the hint arrives the utterance waits
+    (at most `endpoint_ms`). The endpoint needs the candidate text: if it is
     not decoded yet when the short endpoint is reached, the tracker blocks (`blocked`) until
     `on_candidate` is called, then decides on the audio seen up to that frame;
   * speech resuming after a candidate -> CANDIDATE_RETRACTED and the utterance goes on;
@@ -46,19 +51,24 @@ INCOMPLETE_ENDINGS = frozenset(
 )
 
 
+def trails_off(text: str) -> bool:
+    """True when `text` ends in a way that announces more (punctuation aside): a conjunction,
+    preposition, article, filler... (the word lists), or "," "..." ":" ";" "-"."""
+    text = text.strip()
+    if text.endswith(("...", "…", ",", "-", ":", ";")):
+        return True
+    words = re.findall(r"[a-z']+", text.lower())
+    if not words:
+        return False
+    return words[-1] in INCOMPLETE_LAST_WORDS or " ".join(words[-2:]) in INCOMPLETE_ENDINGS
+
+
 def looks_complete(text: str) -> bool:
     """True when `text` reads like a finished turn; empty text counts as complete (nothing to wait for)."""
     text = text.strip()
     if not text:
         return True
-    if text.endswith(("...", "…", ",", "-", ":", ";")) or not text.endswith((".", "?", "!")):
-        return False
-    words = re.findall(r"[a-z']+", text.lower())
-    if not words:
-        return True
-    if words[-1] in INCOMPLETE_LAST_WORDS:
-        return False
-    return " ".join(words[-2:]) not in INCOMPLETE_ENDINGS
+    return text.endswith((".", "?", "!")) and not trails_off(text)
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,10 @@ class EndpointConfig:
     max_window_s: float = 25.0  # longer utterances are decoded in pieces split at a pause
     pre_pad_ms: int = 200  # audio before the VAD start given to the decoder
     post_pad_ms: int = 200  # audio after the last voiced frame given to the decoder
+    hints: bool = False  # the client sends end-of-turn probabilities for candidate texts
+    hinted_endpoint_ms: int = 200  # silence that ends an utterance the hint calls finished
+    hint_high: float = 0.6  # at or above: finished (hinted_endpoint_ms)
+    hint_low: float = 0.2  # at or below: unfinished (endpoint_ms)
 
 
 class ActionKind(enum.Enum):
@@ -128,6 +142,7 @@ class UtteranceTracker:
         self._last_end = 0  # end of the previous utterance (pre-padding never reaches before it)
         self._next_candidate_id = 1
         self._ms = SAMPLE_RATE // 1000
+        self._hint: tuple[str, float] | None = None  # last (text, probability) from on_hint
 
     @property
     def blocked(self) -> bool:
@@ -135,7 +150,8 @@ class UtteranceTracker:
         utt = self.utterance
         if utt is None or utt.speaking or utt.candidate is None or utt.candidate.text is not None:
             return False
-        return self.position - utt.end >= self.config.min_endpoint_ms * self._ms
+        shortest = min(self.config.min_endpoint_ms, self.config.hinted_endpoint_ms if self.config.hints else 10**9)
+        return self.position - utt.end >= shortest * self._ms
 
     def step(self, prob: float) -> list[Action]:
         assert not self.blocked, "step() while blocked: call on_candidate() first"
@@ -194,14 +210,38 @@ class UtteranceTracker:
         actions.extend(self._maybe_final())
         return actions
 
-    def endpoint_for(self, text: str) -> int:
-        return self.config.min_endpoint_ms if looks_complete(text) else self.config.endpoint_ms
+    def on_hint(self, text: str, probability: float) -> list[Action]:
+        """The client's end-of-turn probability for `text`; kept for a candidate with that text."""
+        self._hint = (text.strip(), probability)
+        utt = self.utterance
+        if utt is None or utt.candidate is None or utt.candidate.text is None:
+            return []
+        return self._maybe_final()
+
+    def _hint_for(self, text: str) -> float | None:
+        if self._hint is not None and self._hint[0] == text.strip():
+            return self._hint[1]
+        return None
+
+    def endpoint_for(self, text: str, hint: float | None = None) -> int:
+        """The silence (ms) that ends an utterance whose candidate text is `text`."""
+        cfg = self.config
+        if not cfg.hints:
+            return cfg.min_endpoint_ms if looks_complete(text) else cfg.endpoint_ms
+        if not text.strip():
+            return cfg.min_endpoint_ms
+        if hint is None or trails_off(text) or hint <= cfg.hint_low:
+            return cfg.endpoint_ms
+        if hint >= cfg.hint_high:
+            return cfg.hinted_endpoint_ms
+        share = (cfg.hint_high - hint) / (cfg.hint_high - cfg.hint_low)
+        return round(cfg.min_endpoint_ms + share * (cfg.endpoint_ms - cfg.min_endpoint_ms))
 
     def _maybe_final(self) -> list[Action]:
         utt = self.utterance
         if utt is None or utt.speaking or utt.candidate is None or utt.candidate.text is None:
             return []
-        endpoint_ms = self.endpoint_for(utt.candidate.text)
+        endpoint_ms = self.endpoint_for(utt.candidate.text, self._hint_for(utt.candidate.text))
         if self.position - utt.end < endpoint_ms * self._ms:
             return []
         final = Action(

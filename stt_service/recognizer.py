@@ -156,6 +156,10 @@ class StreamingRecognizer:
             return
         await asyncio.shield(task)
 
+    def hint(self, text: str, probability: float) -> None:
+        """The client's end-of-turn probability for a candidate text (may end the utterance now)."""
+        self._handle(self._tracker.on_hint(text, probability))
+
     async def finish(self) -> None:
         """Client half-closed: flush audio, finalize speech in progress, end the event stream."""
         if self._resampler is not None:

@@ -21,6 +21,7 @@ from stt_service.clip import (
     recognize_clip,
     to_16k,
     validate_audio_format,
+    validate_hint,
     validate_pcm,
 )
 from stt_service.endpointing import EndpointConfig
@@ -61,6 +62,8 @@ def config_fields(config: stt_pb2.RecognitionConfig) -> ConfigFields:
         endpoint_silence_ms=config.endpoint_silence_ms,
         candidate_silence_ms=config.candidate_silence_ms,
         min_endpoint_silence_ms=config.min_endpoint_silence_ms,
+        end_of_turn_hints=config.end_of_turn_hints,
+        hinted_endpoint_silence_ms=config.hinted_endpoint_silence_ms,
     )
 
 
@@ -215,8 +218,15 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                 kind = request.WhichOneof("request")
                 if kind == "config":
                     raise InvalidRequest("`config` was sent twice; send it once, in the first message, then only audio")
+                if kind == "end_of_turn":
+                    hint = request.end_of_turn
+                    validate_hint(hint.text, hint.probability, recognizer.config.hints)
+                    recognizer.hint(hint.text, hint.probability)
+                    continue
                 if kind != "audio":
-                    raise InvalidRequest("a StreamingRecognizeRequest after the first must carry `audio`")
+                    raise InvalidRequest(
+                        "a StreamingRecognizeRequest after the first must carry `audio` (or `end_of_turn`)"
+                    )
                 validate_pcm(request.audio, "audio chunk")
                 await recognizer.feed(request.audio)
             await recognizer.finish()

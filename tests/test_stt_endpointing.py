@@ -14,6 +14,7 @@ from stt_service.clip import (
     InvalidRequest,
     endpoint_config,
     validate_audio_format,
+    validate_hint,
     validate_pcm,
 )
 from stt_service.ct2_engine import cut_repetition
@@ -256,3 +257,84 @@ def test_vad_regions_match_the_fixture_timings(vad: SileroVad, item: dict) -> No
 def test_wer_helper() -> None:
     assert wer("Set a timer for ten minutes.", "set a timer for 10 minutes") == 0.0
     assert wer("a b c", "a c") == pytest.approx(1 / 3)
+
+
+HINTED = EndpointConfig(endpoint_ms=1000, min_endpoint_ms=320, candidate_ms=100, hints=True, hinted_endpoint_ms=200)
+
+
+def endpoint_after_hint(text: str, hint: float | None, hint_at_ms: int = 0) -> int | None:
+    """Speak 1 s, pause: the silence (ms) at which FINAL comes, the hint sent `hint_at_ms` into the pause."""
+    t = UtteranceTracker(HINTED)
+    run(t, [0.9] * 30)
+    for i in range(frames(3000)):
+        acts = t.step(0.05)
+        for a in acts:
+            if a.kind is ActionKind.DECODE_CANDIDATE:
+                acts += t.on_candidate(a.candidate_id, text)
+        if hint is not None and (i + 1) * MS_PER_FRAME >= hint_at_ms and i * MS_PER_FRAME < hint_at_ms:
+            acts += t.on_hint(text, hint)
+        finals = [a for a in acts if a.kind is ActionKind.FINAL]
+        if finals:
+            return finals[0].endpoint_ms if (i + 1) * MS_PER_FRAME >= finals[0].endpoint_ms else -1
+    return None
+
+
+@pytest.mark.parametrize(
+    ("text", "hint", "endpoint_ms"),
+    [
+        ("turn on the lights in the living room", 0.7, 200),  # no '.', but the model says finished
+        ("What is two plus two?", 0.9, 200),
+        ("I want to go to Paris.", 0.1, 1000),  # complete-sounding clause the model expects more after
+        ("Set a timer for ten minutes.", 0.4, 660),  # in between: min_endpoint..endpoint
+        ("My list is eggs, milk,", 0.9, 1000),  # trails off: the word lists win over the hint
+        ("What's the weather in Paris um", 0.9, 1000),
+        ("What is two plus two?", None, 1000),  # no hint yet: waits, at most the long endpoint
+    ],
+)
+def test_hinted_endpoint_follows_the_end_of_turn_probability(text: str, hint: float | None, endpoint_ms: int) -> None:
+    assert UtteranceTracker(HINTED).endpoint_for(text, hint) == endpoint_ms
+    assert endpoint_after_hint(text, hint, hint_at_ms=150) == endpoint_ms
+
+
+def test_a_late_hint_ends_the_turn_when_it_arrives() -> None:
+    t = UtteranceTracker(HINTED)
+    run(t, [0.9] * 30)
+    acts = run(t, [0.05] * frames(120))
+    (decode,) = [a for a in acts if a.kind is ActionKind.DECODE_CANDIDATE]
+    assert kinds(t.on_candidate(decode.candidate_id, "Tell me a joke.")) == [ActionKind.CANDIDATE]
+    assert ActionKind.FINAL not in kinds(run(t, [0.05] * frames(300))), "waits for the hint past 200 ms"
+    t.on_hint("Tell me a joke", 0.9)  # text of another transcript: ignored
+    assert t.utterance is not None
+    (final,) = t.on_hint("Tell me a joke.", 0.9)
+    assert final.kind is ActionKind.FINAL and final.text == "Tell me a joke."
+    assert final.position - final.end >= 420 * 16
+
+
+def test_a_hint_sent_before_the_candidate_counts_for_the_same_text() -> None:
+    t = UtteranceTracker(HINTED)
+    run(t, [0.9] * 30)
+    t.on_hint("What time is it?", 0.95)  # scored on the INTERIM with the same words
+    acts = run(t, [0.05] * frames(120))
+    (decode,) = [a for a in acts if a.kind is ActionKind.DECODE_CANDIDATE]
+    t.on_candidate(decode.candidate_id, "What time is it?")
+    acts = run(t, [0.05] * frames(100))
+    (final,) = [a for a in acts if a.kind is ActionKind.FINAL]
+    assert final.endpoint_ms == 200
+
+
+def test_hint_config_validation() -> None:
+    defaults = EndpointConfig()
+    cfg = endpoint_config(ConfigFields(16000, 1, end_of_turn_hints=True), defaults)
+    assert cfg.hints and cfg.hinted_endpoint_ms == 200 and cfg.candidate_ms < 200
+    with pytest.raises(InvalidRequest, match=r"needs config\.end_of_turn_hints"):
+        endpoint_config(ConfigFields(16000, 1, hinted_endpoint_silence_ms=150), defaults)
+    with pytest.raises(InvalidRequest, match="must not exceed min_endpoint"):
+        endpoint_config(ConfigFields(16000, 1, end_of_turn_hints=True, hinted_endpoint_silence_ms=400), defaults)
+    with pytest.raises(InvalidRequest, match="below the shortest endpoint"):
+        endpoint_config(
+            ConfigFields(16000, 1, end_of_turn_hints=True, hinted_endpoint_silence_ms=150, candidate_silence_ms=160),
+            defaults,
+        )
+    for probability, enabled, match in ((0.5, False, r"need config\.end_of_turn_hints"), (1.5, True, "0 to 1")):
+        with pytest.raises(InvalidRequest, match=match):
+            validate_hint("x", probability, enabled)

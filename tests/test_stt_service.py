@@ -157,6 +157,36 @@ def test_final_arrives_soon_after_the_end_of_speech_in_real_time(stub: stt_pb2_g
     assert dead_air_ms < MIN_ENDPOINT_MS + 400, dead_air_ms
 
 
+@pytest.mark.parametrize(("probability", "endpoint_ms"), [(0.9, 200), (0.05, ENDPOINT_MS)])
+def test_end_of_turn_hint_sets_the_endpoint_in_real_time(
+    stub: stt_pb2_grpc.SpeechToTextStub, probability: float, endpoint_ms: int
+) -> None:
+    """The client answers each CANDIDATE_FINAL with a hint (as the orchestrator does with the LLM's
+    end-of-turn probability): a likely end gives the 200 ms endpoint, an unlikely one the long one."""
+    hints: queue.Queue[str] = queue.Queue()
+
+    def paced() -> Iterator[stt_pb2.StreamingRecognizeRequest]:
+        audio = pcm("living_room_lights.wav") + bytes(2 * 16000 * 2)  # 2 s of silence after it
+        for req in requests(audio, 20, realtime=True, end_of_turn_hints=True, candidate_silence_ms=100):
+            while not hints.empty():
+                text = hints.get()
+                yield stt_pb2.StreamingRecognizeRequest(
+                    end_of_turn=stt_pb2.EndOfTurnHint(text=text, probability=probability)
+                )
+            yield req
+
+    events = []
+    for event in stub.StreamingRecognize(paced(), timeout=30):
+        events.append(event)
+        if event.event == Ev.CANDIDATE_FINAL:
+            hints.put(event.text)
+        if event.event == Ev.FINAL:
+            break
+    (final,) = finals(events)
+    assert final.endpoint_silence_ms == endpoint_ms
+    assert final.audio_position_ms - final.end_ms >= endpoint_ms
+
+
 def test_interim_results_arrive_before_the_final(stub: stt_pb2_grpc.SpeechToTextStub) -> None:
     events = stream(stub, requests(pcm("recipe.wav"), 100, realtime=True, interim_results=True))
     kinds = [e.event for e in events]
@@ -270,8 +300,15 @@ def _code(call: Iterator) -> tuple[grpc.StatusCode, str]:
             ],
             "100 to 5000",
         ),
+        (
+            [
+                stt_pb2.StreamingRecognizeRequest(config=stt_pb2.RecognitionConfig(sample_rate_hz=16000)),
+                stt_pb2.StreamingRecognizeRequest(end_of_turn=stt_pb2.EndOfTurnHint(text="hi", probability=0.9)),
+            ],
+            "need config.end_of_turn_hints",
+        ),
     ],
-    ids=["audio-first", "two-configs", "odd-bytes", "5khz", "encoding", "language", "endpoint"],
+    ids=["audio-first", "two-configs", "odd-bytes", "5khz", "encoding", "language", "endpoint", "hint-not-enabled"],
 )
 def test_bad_streams_are_invalid_argument(stub: stt_pb2_grpc.SpeechToTextStub, reqs: list, needle: str) -> None:
     code, details = _code(stub.StreamingRecognize(iter(reqs), timeout=10))

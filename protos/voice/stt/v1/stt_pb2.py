@@ -24,33 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voice/stt/v1/stt.proto\x12\x0cvoice.stt.v1\"\xe1\x01\n\x11RecognitionConfig\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\r\x12-\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1b.voice.stt.v1.AudioEncoding\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12\x1b\n\x13\x65ndpoint_silence_ms\x18\x05 \x01(\r\x12\x1c\n\x14\x63\x61ndidate_silence_ms\x18\x06 \x01(\r\x12\x1f\n\x17min_endpoint_silence_ms\x18\x07 \x01(\r\"j\n\x19StreamingRecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voice.stt.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"\xa1\x03\n\x1aStreamingRecognizeResponse\x12\x41\n\x05\x65vent\x18\x01 \x01(\x0e\x32\x32.voice.stt.v1.StreamingRecognizeResponse.EventType\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08is_final\x18\x03 \x01(\x08\x12\x17\n\x0futterance_index\x18\x04 \x01(\r\x12\x10\n\x08start_ms\x18\x05 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x06 \x01(\r\x12\x19\n\x11\x61udio_position_ms\x18\x07 \x01(\r\x12\x11\n\tdecode_ms\x18\x08 \x01(\x02\x12\x16\n\x0e\x66rom_candidate\x18\t \x01(\x08\x12\x1b\n\x13\x65ndpoint_silence_ms\x18\n \x01(\r\"\x81\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSPEECH_STARTED\x10\x01\x12\x0b\n\x07INTERIM\x10\x02\x12\x13\n\x0f\x43\x41NDIDATE_FINAL\x10\x03\x12\x17\n\x13\x43\x41NDIDATE_RETRACTED\x10\x04\x12\t\n\x05\x46INAL\x10\x05\"R\n\x10RecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voice.stt.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"C\n\x11RecognizedSegment\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\r\"\x86\x01\n\x11RecognizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x31\n\x08segments\x18\x02 \x03(\x0b\x32\x1f.voice.stt.v1.RecognizedSegment\x12\x19\n\x11\x61udio_duration_ms\x18\x03 \x01(\r\x12\x15\n\rprocessing_ms\x18\x04 \x01(\x02\"\x11\n\x0fGetStatsRequest\"Y\n\x10GetStatsResponse\x12\x17\n\x0f\x61\x63tive_sessions\x18\x01 \x01(\r\x12\x14\n\x0cmax_sessions\x18\x02 \x01(\r\x12\x16\n\x0etotal_sessions\x18\x03 \x01(\x04*=\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x32\x94\x02\n\x0cSpeechToText\x12k\n\x12StreamingRecognize\x12\'.voice.stt.v1.StreamingRecognizeRequest\x1a(.voice.stt.v1.StreamingRecognizeResponse(\x01\x30\x01\x12L\n\tRecognize\x12\x1e.voice.stt.v1.RecognizeRequest\x1a\x1f.voice.stt.v1.RecognizeResponse\x12I\n\x08GetStats\x12\x1d.voice.stt.v1.GetStatsRequest\x1a\x1e.voice.stt.v1.GetStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voice/stt/v1/stt.proto\x12\x0cvoice.stt.v1\"\xa0\x02\n\x11RecognitionConfig\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\r\x12-\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1b.voice.stt.v1.AudioEncoding\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12\x1b\n\x13\x65ndpoint_silence_ms\x18\x05 \x01(\r\x12\x1c\n\x14\x63\x61ndidate_silence_ms\x18\x06 \x01(\r\x12\x1f\n\x17min_endpoint_silence_ms\x18\x07 \x01(\r\x12\x19\n\x11\x65nd_of_turn_hints\x18\x08 \x01(\x08\x12\"\n\x1ahinted_endpoint_silence_ms\x18\t \x01(\r\"2\n\rEndOfTurnHint\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x9e\x01\n\x19StreamingRecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voice.stt.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x32\n\x0b\x65nd_of_turn\x18\x03 \x01(\x0b\x32\x1b.voice.stt.v1.EndOfTurnHintH\x00\x42\t\n\x07request\"\xa1\x03\n\x1aStreamingRecognizeResponse\x12\x41\n\x05\x65vent\x18\x01 \x01(\x0e\x32\x32.voice.stt.v1.StreamingRecognizeResponse.EventType\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08is_final\x18\x03 \x01(\x08\x12\x17\n\x0futterance_index\x18\x04 \x01(\r\x12\x10\n\x08start_ms\x18\x05 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x06 \x01(\r\x12\x19\n\x11\x61udio_position_ms\x18\x07 \x01(\r\x12\x11\n\tdecode_ms\x18\x08 \x01(\x02\x12\x16\n\x0e\x66rom_candidate\x18\t \x01(\x08\x12\x1b\n\x13\x65ndpoint_silence_ms\x18\n \x01(\r\"\x81\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSPEECH_STARTED\x10\x01\x12\x0b\n\x07INTERIM\x10\x02\x12\x13\n\x0f\x43\x41NDIDATE_FINAL\x10\x03\x12\x17\n\x13\x43\x41NDIDATE_RETRACTED\x10\x04\x12\t\n\x05\x46INAL\x10\x05\"R\n\x10RecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voice.stt.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"C\n\x11RecognizedSegment\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\r\"\x86\x01\n\x11RecognizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x31\n\x08segments\x18\x02 \x03(\x0b\x32\x1f.voice.stt.v1.RecognizedSegment\x12\x19\n\x11\x61udio_duration_ms\x18\x03 \x01(\r\x12\x15\n\rprocessing_ms\x18\x04 \x01(\x02\"\x11\n\x0fGetStatsRequest\"Y\n\x10GetStatsResponse\x12\x17\n\x0f\x61\x63tive_sessions\x18\x01 \x01(\r\x12\x14\n\x0cmax_sessions\x18\x02 \x01(\r\x12\x16\n\x0etotal_sessions\x18\x03 \x01(\x04*=\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x32\x94\x02\n\x0cSpeechToText\x12k\n\x12StreamingRecognize\x12\'.voice.stt.v1.StreamingRecognizeRequest\x1a(.voice.stt.v1.StreamingRecognizeResponse(\x01\x30\x01\x12L\n\tRecognize\x12\x1e.voice.stt.v1.RecognizeRequest\x1a\x1f.voice.stt.v1.RecognizeResponse\x12I\n\x08GetStats\x12\x1d.voice.stt.v1.GetStatsRequest\x1a\x1e.voice.stt.v1.GetStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voice.stt.v1.stt_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=1196
-  _globals['_AUDIOENCODING']._serialized_end=1257
+  _globals['_AUDIOENCODING']._serialized_start=1364
+  _globals['_AUDIOENCODING']._serialized_end=1425
   _globals['_RECOGNITIONCONFIG']._serialized_start=41
-  _globals['_RECOGNITIONCONFIG']._serialized_end=266
-  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=268
-  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_end=374
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=377
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=794
-  _globals['_STREAMINGRECOGNIZERESPONSE_EVENTTYPE']._serialized_start=665
-  _globals['_STREAMINGRECOGNIZERESPONSE_EVENTTYPE']._serialized_end=794
-  _globals['_RECOGNIZEREQUEST']._serialized_start=796
-  _globals['_RECOGNIZEREQUEST']._serialized_end=878
-  _globals['_RECOGNIZEDSEGMENT']._serialized_start=880
-  _globals['_RECOGNIZEDSEGMENT']._serialized_end=947
-  _globals['_RECOGNIZERESPONSE']._serialized_start=950
-  _globals['_RECOGNIZERESPONSE']._serialized_end=1084
-  _globals['_GETSTATSREQUEST']._serialized_start=1086
-  _globals['_GETSTATSREQUEST']._serialized_end=1103
-  _globals['_GETSTATSRESPONSE']._serialized_start=1105
-  _globals['_GETSTATSRESPONSE']._serialized_end=1194
-  _globals['_SPEECHTOTEXT']._serialized_start=1260
-  _globals['_SPEECHTOTEXT']._serialized_end=1536
+  _globals['_RECOGNITIONCONFIG']._serialized_end=329
+  _globals['_ENDOFTURNHINT']._serialized_start=331
+  _globals['_ENDOFTURNHINT']._serialized_end=381
+  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=384
+  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_end=542
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=545
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=962
+  _globals['_STREAMINGRECOGNIZERESPONSE_EVENTTYPE']._serialized_start=833
+  _globals['_STREAMINGRECOGNIZERESPONSE_EVENTTYPE']._serialized_end=962
+  _globals['_RECOGNIZEREQUEST']._serialized_start=964
+  _globals['_RECOGNIZEREQUEST']._serialized_end=1046
+  _globals['_RECOGNIZEDSEGMENT']._serialized_start=1048
+  _globals['_RECOGNIZEDSEGMENT']._serialized_end=1115
+  _globals['_RECOGNIZERESPONSE']._serialized_start=1118
+  _globals['_RECOGNIZERESPONSE']._serialized_end=1252
+  _globals['_GETSTATSREQUEST']._serialized_start=1254
+  _globals['_GETSTATSREQUEST']._serialized_end=1271
+  _globals['_GETSTATSRESPONSE']._serialized_start=1273
+  _globals['_GETSTATSRESPONSE']._serialized_end=1362
+  _globals['_SPEECHTOTEXT']._serialized_start=1428
+  _globals['_SPEECHTOTEXT']._serialized_end=1704
 # @@protoc_insertion_point(module_scope)

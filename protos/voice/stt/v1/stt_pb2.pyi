@@ -15,7 +15,7 @@ AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 LINEAR16: AudioEncoding
 
 class RecognitionConfig(_message.Message):
-    __slots__ = ("sample_rate_hz", "encoding", "language", "interim_results", "endpoint_silence_ms", "candidate_silence_ms", "min_endpoint_silence_ms")
+    __slots__ = ("sample_rate_hz", "encoding", "language", "interim_results", "endpoint_silence_ms", "candidate_silence_ms", "min_endpoint_silence_ms", "end_of_turn_hints", "hinted_endpoint_silence_ms")
     SAMPLE_RATE_HZ_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,8 @@ class RecognitionConfig(_message.Message):
     ENDPOINT_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     MIN_ENDPOINT_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    END_OF_TURN_HINTS_FIELD_NUMBER: _ClassVar[int]
+    HINTED_ENDPOINT_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
     sample_rate_hz: int
     encoding: AudioEncoding
     language: str
@@ -30,15 +32,27 @@ class RecognitionConfig(_message.Message):
     endpoint_silence_ms: int
     candidate_silence_ms: int
     min_endpoint_silence_ms: int
-    def __init__(self, sample_rate_hz: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., language: _Optional[str] = ..., interim_results: _Optional[bool] = ..., endpoint_silence_ms: _Optional[int] = ..., candidate_silence_ms: _Optional[int] = ..., min_endpoint_silence_ms: _Optional[int] = ...) -> None: ...
+    end_of_turn_hints: bool
+    hinted_endpoint_silence_ms: int
+    def __init__(self, sample_rate_hz: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., language: _Optional[str] = ..., interim_results: _Optional[bool] = ..., endpoint_silence_ms: _Optional[int] = ..., candidate_silence_ms: _Optional[int] = ..., min_endpoint_silence_ms: _Optional[int] = ..., end_of_turn_hints: _Optional[bool] = ..., hinted_endpoint_silence_ms: _Optional[int] = ...) -> None: ...
+
+class EndOfTurnHint(_message.Message):
+    __slots__ = ("text", "probability")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    probability: float
+    def __init__(self, text: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class StreamingRecognizeRequest(_message.Message):
-    __slots__ = ("config", "audio")
+    __slots__ = ("config", "audio", "end_of_turn")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
+    END_OF_TURN_FIELD_NUMBER: _ClassVar[int]
     config: RecognitionConfig
     audio: bytes
-    def __init__(self, config: _Optional[_Union[RecognitionConfig, _Mapping]] = ..., audio: _Optional[bytes] = ...) -> None: ...
+    end_of_turn: EndOfTurnHint
+    def __init__(self, config: _Optional[_Union[RecognitionConfig, _Mapping]] = ..., audio: _Optional[bytes] = ..., end_of_turn: _Optional[_Union[EndOfTurnHint, _Mapping]] = ...) -> None: ...
 
 class StreamingRecognizeResponse(_message.Message):
     __slots__ = ("event", "text", "is_final", "utterance_index", "start_ms", "end_ms", "audio_position_ms", "decode_ms", "from_candidate", "endpoint_silence_ms")
