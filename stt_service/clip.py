@@ -59,7 +59,12 @@ def validate_audio_format(cfg: ConfigFields) -> None:
 
 def endpoint_config(cfg: ConfigFields, defaults: EndpointConfig) -> EndpointConfig:
     """The stream's endpointing settings: the request's values over the server defaults, checked."""
-    for name in ("endpoint_silence_ms", "candidate_silence_ms", "min_endpoint_silence_ms", "hinted_endpoint_silence_ms"):
+    for name in (
+        "endpoint_silence_ms",
+        "candidate_silence_ms",
+        "min_endpoint_silence_ms",
+        "hinted_endpoint_silence_ms",
+    ):
         value = getattr(cfg, name)
         if value and not MIN_SILENCE_MS <= value <= MAX_SILENCE_MS:
             raise InvalidRequest(
