@@ -40,14 +40,14 @@ class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, delay_s: float = 0.0) -> None:
         self.spans: list[CollectedSpan] = []
         self._changed = threading.Condition()
-        self._delay_s = delay_s  # > 0 simulates a slow collector
+        self.delay_s = delay_s  # > 0 simulates a slow collector (may be changed while running)
         self._server: grpc.Server | None = None
         self.port = 0
 
     # -- gRPC ---------------------------------------------------------------------------
     def Export(self, request: Any, context: Any) -> Any:
-        if self._delay_s:
-            time.sleep(self._delay_s)
+        if self.delay_s:
+            time.sleep(self.delay_s)
         received: list[CollectedSpan] = []
         for resource_spans in request.resource_spans:
             resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llm_service.engine import Message, Sampling
 from llm_service.servicer import LanguageModelServicer, ServiceConfig
@@ -18,6 +19,7 @@ from llm_service.validation import Limits, RequestError, validate_max_tokens, va
 from service_runtime.engine_slot import EngineSlot
 from service_runtime.worker import Job, ModelWorker, QueueFullError
 from tests.fake_llm_engine import FakeLanguageEngine
+from tests.helpers import user
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
 WAIT_S = 10.0
@@ -178,10 +180,6 @@ def served() -> Iterator[Served]:
     loop.call_soon_threadsafe(stop.set)
     thread.join(WAIT_S)
     servicer.worker.close()
-
-
-def user(text: str) -> llm_pb2.ChatMessage:
-    return llm_pb2.ChatMessage(role="user", content=text)
 
 
 def generate(stub: llm_pb2_grpc.LanguageModelStub, **kwargs: object) -> tuple[list[str], llm_pb2.GenerationSummary]:
@@ -349,14 +347,8 @@ def test_token_decoder_holds_split_utf8_characters() -> None:
     assert all("\ufffd" not in d for d in deltas)
 
 
-def test_generate_span_has_turn_attributes(served: Served) -> None:
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    from service_runtime import telemetry
-
-    exporter = InMemorySpanExporter()
-    telemetry.setup_tracing("llm-test").add_span_processor(SimpleSpanProcessor(exporter))
+def test_generate_span_has_turn_attributes(served: Served, span_exporter: InMemorySpanExporter) -> None:
+    exporter = span_exporter
     generate(served.stub, session_id="traced", messages=[user("hello")])
     spans = [s for s in exporter.get_finished_spans() if s.name == "llm.generate"]
     assert spans, "no llm.generate span"
@@ -463,14 +455,8 @@ def test_discard_turn_errors(served: Served) -> None:
     assert "needs a session_id" in (info.value.details() or "")
 
 
-def test_discard_turn_span(served: Served) -> None:
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    from service_runtime import telemetry
-
-    exporter = InMemorySpanExporter()
-    telemetry.setup_tracing("llm-test").add_span_processor(SimpleSpanProcessor(exporter))
+def test_discard_turn_span(served: Served, span_exporter: InMemorySpanExporter) -> None:
+    exporter = span_exporter
     generate(served.stub, session_id="sp", messages=[user("hello")], turn_id="t")
     discard(served, "sp", "t")
     spans = [s for s in exporter.get_finished_spans() if s.name == "llm.discard_turn"]

@@ -1,18 +1,15 @@
 """Each turn is one trace: root span `turn`, child `playback`, trace context on every RPC including
-the turn's own StreamingRecognize stream; speculative attempts belong to their turn's trace (fakes)."""
+the turn's own StreamingRecognize stream; speculative attempts belong to their turn's trace (fakes). Each test has its own tracer provider
+and in-memory exporter (the `span_exporter` fixture)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from orchestrator.config import ServiceAddresses
 from orchestrator.pipeline import Conversation, TurnResult
-from service_runtime import telemetry
 from tests.fakes import (
     Ev,
     FakeLanguageModel,
@@ -25,17 +22,10 @@ from tests.fakes import (
 )
 
 
-def memory_exporter() -> InMemorySpanExporter:
-    telemetry.setup_tracing("orchestrator")
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
-
-
-def test_each_turn_is_one_trace_with_latency_attributes_and_propagated_context() -> None:
-    exporter = memory_exporter()
+def test_each_turn_is_one_trace_with_latency_attributes_and_propagated_context(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    exporter = span_exporter
     steps = [*utterance("first question", 100, 400, 500), *utterance("second one", 700, 900, 1000, index=1)]
 
     stt = FakeSpeechToText(steps)
@@ -79,8 +69,8 @@ def test_each_turn_is_one_trace_with_latency_attributes_and_propagated_context()
     assert all(dict(s.attributes or {}).get("empty") for s in spans if s.name == "listen")
 
 
-def test_a_discarded_speculative_attempt_stays_in_its_turns_trace() -> None:
-    exporter = memory_exporter()
+def test_a_discarded_speculative_attempt_stays_in_its_turns_trace(span_exporter: InMemorySpanExporter) -> None:
+    exporter = span_exporter
     candidate, final = "what is the", "what is the capital of France"
     retract_gate, final_gate = asyncio.Event(), asyncio.Event()
     steps = [

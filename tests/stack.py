@@ -1,8 +1,8 @@
-"""Helpers for the reliability suite (tests/test_reliability_*.py): real service stacks, bounded
-waits on live counters, grpcurl, spoken fixtures, and a one-turn orchestrator entry point run as
-a subprocess (so its telemetry environment is its own):
+"""The three real services as subprocesses (tests/conftest.py starts one such stack per test run;
+modules that kill or restart a service start their own), and a one-turn orchestrator entry point
+run as a subprocess (so its telemetry environment is its own):
 
-    python -m tests.reliability_helpers turn --stt HOST:PORT --llm HOST:PORT --tts HOST:PORT FIXTURE.wav
+    python -m tests.stack turn --stt HOST:PORT --llm HOST:PORT --tts HOST:PORT FIXTURE.wav
 """
 
 from __future__ import annotations
@@ -13,78 +13,26 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
-import wave
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from service_runtime.launcher import ServiceProcess
+from tests.helpers import AUDIO, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-AUDIO = Path(__file__).parent / "fixtures" / "audio"
-FIXTURES: dict[str, dict[str, Any]] = {f["file"]: f for f in json.loads((AUDIO / "transcripts.json").read_text())}
-QUESTIONS = [f for f in FIXTURES.values() if f["kind"] in ("question", "paused")]
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 # The small LLM with a small context: loads and warms up in seconds.
 SMOLLM = ["--model", "smollm2-135m", "--n-ctx", "2048"]
 KINDS = ("stt", "llm", "tts")
-
-
-def pcm(name: str) -> bytes:
-    """16 kHz mono s16le samples of a spoken fixture."""
-    with wave.open(str(AUDIO / name)) as w:
-        assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2
-        return w.readframes(w.getnframes())
-
-
-def speech(name: str) -> bytes:
-    """The voiced part of a fixture (its leading and trailing silence cut off)."""
-    item = FIXTURES[name]
-    return pcm(name)[item["speech_start_ms"] * 32 : item["speech_end_ms"] * 32]
-
-
-def silence_ms(ms: int) -> bytes:
-    return b"\x00\x00" * (16 * ms)
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Seconds until `predicate()` holds; each try is one RPC round trip, bounded by a deadline."""
-    started = time.monotonic()
-    pause = threading.Event()  # never set: a short bounded pause between polls, not synchronisation
-    while not predicate():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"{what} did not happen within {timeout_s:.1f}s")
-        pause.wait(0.005)
-    return time.monotonic() - started
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise KeyError("VmRSS")
-
-
-def grpcurl(*args: str, stdin: str | None = None, timeout_s: float = 60.0) -> str:
-    done = subprocess.run(
-        [GRPCURL, "-plaintext", *args], input=stdin, capture_output=True, text=True, timeout=timeout_s
-    )
-    assert done.returncode == 0, f"grpcurl {' '.join(args[:3])} failed: {done.stderr}"
-    return done.stdout
-
-
-def json_stream(text: str) -> list[dict[str, Any]]:
-    """The JSON objects grpcurl prints one after the other for a streaming reply."""
-    decoder = json.JSONDecoder()
-    out, text = [], text.strip()
-    while text:
-        obj, end = decoder.raw_decode(text)
-        out.append(obj)
-        text = text[end:].strip()
-    return out
+# The session's shared stack (tests/conftest.py): limits large enough for 20 concurrent
+# conversations (one briefly holds two STT streams at each turn hand-over). Tests that fill a
+# cap read it from GetStats.
+LLM_MAX_TOKENS_LIMIT = 512
+SHARED_STACK_ARGS = {
+    "stt": ["--max-sessions", "44"],
+    "llm": ["--max-queue", "24", "--max-sessions", "256", "--max-tokens-limit", str(LLM_MAX_TOKENS_LIMIT)],
+    "tts": ["--max-streams", "24", "--grace-s", "1"],
+}
+SECOND_VOICE = "en_US-second-medium"
 
 
 class Stack:
@@ -104,8 +52,13 @@ class Stack:
     def start(self, timeout_s: float = 180.0) -> Stack:
         for kind in KINDS:
             self.procs[kind] = ServiceProcess(kind, args=self.args[kind], env=self.env)
-        with ThreadPoolExecutor(3) as pool:
-            list(pool.map(lambda p: p.wait_serving(timeout_s), self.procs.values()))
+        try:
+            with ThreadPoolExecutor(3) as pool:
+                list(pool.map(lambda p: p.wait_serving(timeout_s), self.procs.values()))
+        except BaseException:
+            for proc in self.procs.values():
+                proc.kill()
+            raise
         return self
 
     def restart(self, kind: str, timeout_s: float = 180.0) -> ServiceProcess:
@@ -128,6 +81,13 @@ class Stack:
         """SIGTERM every service; their exit codes."""
         return {kind: proc.terminate() for kind, proc in self.procs.items()}
 
+    def stop_cleanly(self) -> None:
+        """Stop every service; each must exit 0 (graceful shutdown) without a logged traceback."""
+        codes = self.stop()
+        assert codes == {kind: 0 for kind in self.procs}, self.logs()
+        for kind, proc in self.procs.items():
+            assert "Traceback" not in proc.log, f"{kind}-service logged a traceback:\n{proc.log[-3000:]}"
+
     def logs(self) -> str:
         return "\n".join(f"--- {kind}\n{proc.log[-2500:]}" for kind, proc in self.procs.items())
 
@@ -136,11 +96,11 @@ class Stack:
 
 
 def run_turn_subprocess(stack: Stack, fixture: str, env: dict[str, str], timeout_s: float = 90.0) -> dict[str, Any]:
-    """Run one paced turn through `python -m tests.reliability_helpers turn`; its TurnResult dict."""
+    """Run one paced turn through `python -m tests.stack turn`; its TurnResult dict."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "tests.reliability_helpers", "turn"),
+            *(sys.executable, "-m", "tests.stack", "turn"),
             *("--stt", stack.address("stt"), "--llm", stack.address("llm"), "--tts", stack.address("tts")),
             str(AUDIO / fixture),
         ],
@@ -174,7 +134,7 @@ async def _turn(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.reliability_helpers")
+    parser = argparse.ArgumentParser(prog="python -m tests.stack")
     sub = parser.add_subparsers(dest="command", required=True)
     turn = sub.add_parser("turn", help="one paced turn from a WAV file; prints the TurnResult JSON")
     for kind in KINDS:
