@@ -13,7 +13,7 @@ from llm_service.engine import Backend, EngineConfig, LanguageEngine, LlamaCppEn
 from llm_service.models import DEFAULT_PRESET, PRESETS, resolve_model
 from llm_service.servicer import LanguageModelServicer, ServiceConfig
 from llm_service.validation import Limits
-from service_runtime import EngineSlot, EnvFlags, ServiceSpec, run_service_cli
+from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec, run_service_cli
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
 log = logging.getLogger("llm-service")
@@ -43,7 +43,7 @@ def add_arguments(flags: EnvFlags) -> None:
     flags.add("--session-ttl-s", 900.0, "idle seconds before a session expires")
 
 
-def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
+def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admission) -> Any:
     slot: EngineSlot[LanguageEngine] = EngineSlot("llm-service")
     config = ServiceConfig(
         system_prompt=args.system_prompt,
@@ -53,7 +53,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
         max_sessions=args.max_sessions,
         max_queue=args.max_queue,
     )
-    servicer = LanguageModelServicer(slot, config)
+    servicer = LanguageModelServicer(slot, config, admission)
     llm_pb2_grpc.add_LanguageModelServicer_to_server(servicer, server)
 
     def load() -> Mapping[str, Any]:

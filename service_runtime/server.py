@@ -24,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from service_runtime import telemetry
+from service_runtime.admission import Admission
 from service_runtime.config import EnvFlags
 from service_runtime.tls import ServerTls, TlsConfigError, add_server_arguments
 
@@ -41,8 +42,9 @@ class ServiceSpec:
     default_port: int
     grpc_service_names: Sequence[str]  # full names, for health and reflection
     add_arguments: Callable[[EnvFlags], None]  # the service's own flags
-    # Registers the servicers on the (not yet started) server and returns the model loader.
-    create: Callable[[argparse.Namespace, grpc.aio.Server], ModelLoader]
+    # Registers the servicers on the (not yet started) server, their caps on the server's
+    # Admission interceptor, and returns the model loader.
+    create: Callable[[argparse.Namespace, grpc.aio.Server, Admission], ModelLoader]
     description: str = ""
 
 
@@ -87,10 +89,11 @@ async def serve(spec: ServiceSpec, args: argparse.Namespace) -> int:
         log.error("%s", error)
         return 2
     telemetry.setup_tracing(spec.name)
-    server = grpc.aio.server(options=server_options(int(args.max_message_mib * MIB)))
+    admission = Admission()
+    server = grpc.aio.server(options=server_options(int(args.max_message_mib * MIB)), interceptors=[admission])
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    load_model = spec.create(args, server)
+    load_model = spec.create(args, server, admission)
     reflection.enable_server_reflection(
         [*spec.grpc_service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,

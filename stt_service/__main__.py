@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from service_runtime import EngineSlot, EnvFlags, ServiceSpec, run_service_cli
+from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec, run_service_cli
 from service_runtime.worker import ModelWorker
 from stt_service.backends import create_engine, default_backend
 from stt_service.endpointing import EndpointConfig
@@ -49,7 +49,7 @@ def add_arguments(flags: EnvFlags) -> None:
     flags.add("--full-window", False, "encode full 30 s windows like stock Whisper (slower; for comparison)")
 
 
-def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
+def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admission) -> Any:
     defaults = EndpointConfig(
         endpoint_ms=args.endpoint_ms,
         min_endpoint_ms=min(args.min_endpoint_ms, args.endpoint_ms),
@@ -62,7 +62,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
     if not defaults.candidate_ms < defaults.min_endpoint_ms <= defaults.endpoint_ms:
         raise SystemExit("need --candidate-ms < --min-endpoint-ms <= --endpoint-ms")
     slot: EngineSlot[SttRuntime] = EngineSlot("stt-service")
-    servicer = SpeechToTextServicer(slot, defaults, max_sessions=args.max_sessions)
+    servicer = SpeechToTextServicer(slot, defaults, args.max_sessions, admission)
     stt_pb2_grpc.add_SpeechToTextServicer_to_server(servicer, server)
 
     def load() -> Mapping[str, Any]:

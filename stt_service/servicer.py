@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from service_runtime import EngineSlot
+from service_runtime import Admission, EngineSlot, rpc_path
 from service_runtime.telemetry import server_span
 from service_runtime.worker import ModelWorker
 from stt_service.clip import (
@@ -31,6 +31,7 @@ from stt_service.vad import SileroVad
 from voice.stt.v1 import stt_pb2, stt_pb2_grpc
 
 log = logging.getLogger("stt-service")
+SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
 
 _EVENT_TYPES = {
     EventKind.SPEECH_STARTED: stt_pb2.StreamingRecognizeResponse.SPEECH_STARTED,
@@ -68,69 +69,58 @@ def config_fields(config: stt_pb2.RecognitionConfig) -> ConfigFields:
 
 
 class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
-    def __init__(self, slot: EngineSlot[SttRuntime], defaults: EndpointConfig, max_sessions: int) -> None:
+    def __init__(
+        self, slot: EngineSlot[SttRuntime], defaults: EndpointConfig, max_sessions: int, admission: Admission
+    ) -> None:
         self._slot = slot
         self.defaults = defaults
-        self.max_sessions = max_sessions
-        self.active = 0
-        self.total = 0
-
-    async def _enter(self, context: grpc.aio.ServicerContext) -> None:
-        if self.active >= self.max_sessions:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"all {self.max_sessions} recognition sessions are busy (--max-sessions); retry later",
-            )
-        self.active += 1
-        self.total += 1
+        # Recognize calls and streams share one cap, enforced at the door by the server's interceptor.
+        self.sessions = admission.gate(
+            [rpc_path(SERVICE_NAME, "Recognize"), rpc_path(SERVICE_NAME, "StreamingRecognize")],
+            max_sessions,
+            lambda active, cap: f"all {cap} recognition sessions are busy (--max-sessions)",
+        )
 
     async def GetStats(self, request: stt_pb2.GetStatsRequest, context: grpc.aio.ServicerContext) -> Any:
         return stt_pb2.GetStatsResponse(
-            active_sessions=self.active, max_sessions=self.max_sessions, total_sessions=self.total
+            active_sessions=self.sessions.active, max_sessions=self.sessions.cap, total_sessions=self.sessions.total
         )
 
     async def Recognize(self, request: stt_pb2.RecognizeRequest, context: grpc.aio.ServicerContext) -> Any:
         rt = await self._slot.get(context)
-        await self._enter(context)
         started = time.perf_counter()
-        try:
-            with server_span("stt.recognize", context, rpc="Recognize") as span:
-                try:
-                    cfg = config_fields(request.config)
-                    validate_audio_format(cfg)
-                    validate_pcm(request.audio)
-                    language = rt.engine.check_language(cfg.language)
-                except (InvalidRequest, UnsupportedLanguage) as error:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-                audio_s = len(request.audio) / 2 / cfg.sample_rate_hz
-                audio = await asyncio.to_thread(to_16k, request.audio, cfg.sample_rate_hz)
-                result = await rt.worker.run(lambda: recognize_clip(rt.engine, rt.vad, audio, language))
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                span.set_attribute("audio_s", round(audio_s, 3))
-                span.set_attribute("rtf", round(result.decode_ms / 1000 / max(audio_s, 1e-3), 4))
-                span.set_attribute("utterances", len(result.segments))
-                if result.segments:
-                    span.set_attribute("speech_start_ms", int(result.segments[0].start_s * 1000))
-                    span.set_attribute("speech_end_ms", int(result.segments[-1].end_s * 1000))
-                return stt_pb2.RecognizeResponse(
-                    text=result.text,
-                    segments=[
-                        stt_pb2.RecognizedSegment(
-                            text=s.text, start_ms=int(s.start_s * 1000), end_ms=int(s.end_s * 1000)
-                        )
-                        for s in result.segments
-                    ],
-                    audio_duration_ms=int(audio_s * 1000),
-                    processing_ms=elapsed_ms,
-                )
-        finally:
-            self.active -= 1
+        with server_span("stt.recognize", context, rpc="Recognize") as span:
+            try:
+                cfg = config_fields(request.config)
+                validate_audio_format(cfg)
+                validate_pcm(request.audio)
+                language = rt.engine.check_language(cfg.language)
+            except (InvalidRequest, UnsupportedLanguage) as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            audio_s = len(request.audio) / 2 / cfg.sample_rate_hz
+            audio = await asyncio.to_thread(to_16k, request.audio, cfg.sample_rate_hz)
+            result = await rt.worker.run(lambda: recognize_clip(rt.engine, rt.vad, audio, language))
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            span.set_attribute("audio_s", round(audio_s, 3))
+            span.set_attribute("rtf", round(result.decode_ms / 1000 / max(audio_s, 1e-3), 4))
+            span.set_attribute("utterances", len(result.segments))
+            if result.segments:
+                span.set_attribute("speech_start_ms", int(result.segments[0].start_s * 1000))
+                span.set_attribute("speech_end_ms", int(result.segments[-1].end_s * 1000))
+            return stt_pb2.RecognizeResponse(
+                text=result.text,
+                segments=[
+                    stt_pb2.RecognizedSegment(text=s.text, start_ms=int(s.start_s * 1000), end_ms=int(s.end_s * 1000))
+                    for s in result.segments
+                ],
+                audio_duration_ms=int(audio_s * 1000),
+                processing_ms=elapsed_ms,
+            )
 
     async def StreamingRecognize(
         self, request_iterator: AsyncIterable[stt_pb2.StreamingRecognizeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[stt_pb2.StreamingRecognizeResponse]:
         rt = await self._slot.get(context)
-        await self._enter(context)
         recognizer: StreamingRecognizer | None = None
         reader: asyncio.Task[None] | None = None
         final_latencies: list[float] = []
@@ -207,7 +197,6 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                 reader.cancel()
             if recognizer is not None:
                 recognizer.close()
-            self.active -= 1
 
     @staticmethod
     async def _read(

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from service_runtime import EngineSlot, EnvFlags, ServiceSpec, run_service_cli, telemetry
+from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec, run_service_cli, telemetry
 from voice.tts.v1 import tts_pb2, tts_pb2_grpc
 
 
@@ -57,7 +57,7 @@ def _add_arguments(flags: EnvFlags) -> None:
     )
 
 
-def _create(args: argparse.Namespace, server: grpc.aio.Server) -> Any:
+def _create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admission) -> Any:
     slot: EngineSlot[FakeVoiceList] = EngineSlot("fake-service")
     tts_pb2_grpc.add_TextToSpeechServicer_to_server(FakeTextToSpeech(slot), server)
 

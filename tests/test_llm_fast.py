@@ -16,6 +16,7 @@ from llm_service.engine import Message, Sampling
 from llm_service.servicer import LanguageModelServicer, ServiceConfig
 from llm_service.sessions import PromptTooLongError, SessionLimitError, SessionStore, fit_history, split_turns
 from llm_service.validation import Limits, RequestError, validate_max_tokens, validate_messages, validate_session_id
+from service_runtime.admission import Admission
 from service_runtime.engine_slot import EngineSlot
 from service_runtime.worker import Job, ModelWorker, QueueFullError
 from tests.fake_llm_engine import FakeLanguageEngine
@@ -155,14 +156,15 @@ def served() -> Iterator[Served]:
         max_queue=1,
         max_sessions=4,
     )
-    servicer = LanguageModelServicer(slot, config)  # type: ignore[arg-type]
+    admission = Admission()
+    servicer = LanguageModelServicer(slot, config, admission)  # type: ignore[arg-type]
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     port: list[int] = []
     stop = asyncio.Event()
 
     async def run() -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=[admission])
         llm_pb2_grpc.add_LanguageModelServicer_to_server(servicer, server)
         port.append(server.add_insecure_port("127.0.0.1:0"))
         await server.start()

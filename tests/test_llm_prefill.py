@@ -16,6 +16,7 @@ import pytest
 from llm_service.engine import Sampling
 from llm_service.servicer import LanguageModelServicer, ServiceConfig
 from llm_service.validation import Limits
+from service_runtime.admission import Admission
 from service_runtime.engine_slot import EngineSlot
 from tests.fake_llm_engine import FakeLanguageEngine
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
@@ -35,12 +36,13 @@ def served() -> Iterator[Served]:
     slot: EngineSlot[FakeLanguageEngine] = EngineSlot("llm-service")
     slot.set(engine)
     config = ServiceConfig("Be brief.", Limits(default_max_tokens=20, max_tokens_limit=40), Sampling(), max_queue=2)
-    servicer = LanguageModelServicer(slot, config)  # type: ignore[arg-type]
+    admission = Admission()
+    servicer = LanguageModelServicer(slot, config, admission)  # type: ignore[arg-type]
     loop = asyncio.new_event_loop()
     ready, stop, port = threading.Event(), asyncio.Event(), list[int]()
 
     async def run() -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=[admission])
         llm_pb2_grpc.add_LanguageModelServicer_to_server(servicer, server)
         port.append(server.add_insecure_port("127.0.0.1:0"))
         await server.start()

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from service_runtime import EngineSlot, EnvFlags, ServiceSpec, run_service_cli
+from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec, run_service_cli
 from service_runtime.server import ModelLoader
 from tts_service.engine import Backend, TtsEngine, default_backend, load_engine
 from tts_service.servicer import Limits, TtsServicer
@@ -44,7 +44,7 @@ def add_arguments(flags: EnvFlags) -> None:
     flags.add("--mlx-voice", "af_heart", "Kokoro voice (mlx)")
 
 
-def create(args: argparse.Namespace, server: grpc.aio.Server) -> ModelLoader:
+def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admission) -> ModelLoader:
     slot: EngineSlot[TtsEngine] = EngineSlot("tts-service")
     limits = Limits(
         max_streams=args.max_streams,
@@ -52,7 +52,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server) -> ModelLoader:
         chunk_ms=args.chunk_ms,
         first_clause_chars=args.first_clause_chars,
     )
-    tts_pb2_grpc.add_TextToSpeechServicer_to_server(TtsServicer(slot, limits), server)
+    tts_pb2_grpc.add_TextToSpeechServicer_to_server(TtsServicer(slot, limits, admission), server)
     voices = args.voice
 
     def load() -> Mapping[str, Any]:

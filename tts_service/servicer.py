@@ -12,20 +12,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from opentelemetry.trace import Span, Status, StatusCode
 
-from service_runtime import EngineSlot, telemetry
+from service_runtime import Admission, EngineSlot, rpc_path, telemetry
 from tts_service.engine import LoadedVoice, SynthesisResult, TtsEngine, TtsError
 from tts_service.segmenter import Segment, SentenceSegmenter
 from voice.tts.v1 import tts_pb2, tts_pb2_grpc
 
 log = logging.getLogger("tts-service")
 
+SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name
 AUDIO_QUEUE = 2  # synthesized sentences waiting for the RPC to write them
 
 
@@ -56,11 +57,15 @@ Emit = Callable[[tts_pb2.SynthesizeResponse], Awaitable[None]]
 
 
 class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
-    def __init__(self, slot: EngineSlot[TtsEngine], limits: Limits) -> None:
+    def __init__(self, slot: EngineSlot[TtsEngine], limits: Limits, admission: Admission) -> None:
         self.slot = slot
         self.limits = limits
-        self.active = 0
-        self.total = 0
+        # Both synthesis RPCs share one cap, enforced at the door by the server's interceptor.
+        self.streams = admission.gate(
+            [rpc_path(SERVICE_NAME, "Synthesize"), rpc_path(SERVICE_NAME, "StreamingSynthesize")],
+            limits.max_streams,
+            lambda active, cap: f"too many synthesis streams: {active} active, limit --max-streams={cap}",
+        )
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -68,21 +73,6 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
         return SentenceSegmenter(
             self.limits.first_clause_chars, self.limits.long_clause_chars, self.limits.max_segment_chars
         )
-
-    @contextlib.contextmanager
-    def _admitted(self) -> Iterator[None]:
-        if self.active >= self.limits.max_streams:
-            raise RpcAbort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many synthesis streams: {self.active} active, limit --max-streams={self.limits.max_streams}; "
-                "retry later",
-            )
-        self.active += 1
-        self.total += 1
-        try:
-            yield
-        finally:
-            self.active -= 1
 
     def _too_long(self, chars: int) -> TtsError:
         return TtsError(f"text is {chars} characters; the limit is --max-text-chars={self.limits.max_text_chars}")
@@ -226,14 +216,13 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
             if len(request.text) > self.limits.max_text_chars:
                 raise self._too_long(len(request.text))
             span.set_attribute("voice", voice.info.name)
-            with self._admitted():
-                segmenter = self._segmenter()
-                queue: asyncio.Queue[_SegItem] = asyncio.Queue()
-                now = time.perf_counter()
-                for segment in segmenter.push(request.text) + segmenter.finish():
-                    queue.put_nowait((segment, now))
-                queue.put_nowait(None)
-                await self._synthesize_segments(voice, request.sample_rate_hz, queue, span, t_start, emit)
+            segmenter = self._segmenter()
+            queue: asyncio.Queue[_SegItem] = asyncio.Queue()
+            now = time.perf_counter()
+            for segment in segmenter.push(request.text) + segmenter.finish():
+                queue.put_nowait((segment, now))
+            queue.put_nowait(None)
+            await self._synthesize_segments(voice, request.sample_rate_hz, queue, span, t_start, emit)
 
         await self._serve(context, {"rpc": "Synthesize", "text_chars": len(request.text)}, body)
 
@@ -288,21 +277,20 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
                 span.set_attribute("text_chars", segmenter.total_chars)
                 queue.put_nowait(None)
 
-            with self._admitted():
-                reader = asyncio.create_task(intake())
-                synth = asyncio.create_task(
-                    self._synthesize_segments(voice, config.sample_rate_hz, queue, span, t_start, emit)
-                )
-                try:
-                    # A bad request message ends the stream at once, not after the queued audio.
-                    await asyncio.wait({reader, synth}, return_when=asyncio.FIRST_EXCEPTION)
-                    if reader.done() and reader.exception() is not None:
-                        raise reader.exception()  # type: ignore[misc]
-                    await synth
-                finally:
-                    for task in (reader, synth):
-                        task.cancel()
-                    await asyncio.gather(reader, synth, return_exceptions=True)
+            reader = asyncio.create_task(intake())
+            synth = asyncio.create_task(
+                self._synthesize_segments(voice, config.sample_rate_hz, queue, span, t_start, emit)
+            )
+            try:
+                # A bad request message ends the stream at once, not after the queued audio.
+                await asyncio.wait({reader, synth}, return_when=asyncio.FIRST_EXCEPTION)
+                if reader.done() and reader.exception() is not None:
+                    raise reader.exception()  # type: ignore[misc]
+                await synth
+            finally:
+                for task in (reader, synth):
+                    task.cancel()
+                await asyncio.gather(reader, synth, return_exceptions=True)
 
         await self._serve(context, {"rpc": "StreamingSynthesize"}, body)
 
@@ -327,5 +315,5 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
         self, request: tts_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> tts_pb2.GetStatsResponse:
         return tts_pb2.GetStatsResponse(
-            active_streams=self.active, max_streams=self.limits.max_streams, total_streams=self.total
+            active_streams=self.streams.active, max_streams=self.streams.cap, total_streams=self.streams.total
         )
