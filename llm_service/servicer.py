@@ -74,6 +74,11 @@ class _Delta:
 
 
 @dataclass
+class _Score:
+    probability: float
+
+
+@dataclass
 class _Final:
     result: GenerationResult
     dropped: int
@@ -133,6 +138,11 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 sampling = validate_sampling(
                     request.sampling if request.HasField("sampling") else None, self.config.sampling
                 )
+                score = request.score_end_of_turn
+                if score and (not messages or messages[-1].role != "user"):
+                    raise RequestError(
+                        "INVALID_ARGUMENT", "score_end_of_turn needs the last message to be the user's (role 'user')"
+                    )
                 if session_id:
                     session, _ = self.sessions.get_or_create(session_id, self.config.system_prompt)
                 if session is not None and turn_id in session.discarded:
@@ -146,10 +156,10 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
             loop = asyncio.get_running_loop()
-            items: asyncio.Queue[_Delta | _Final | _Failure] = asyncio.Queue()
+            items: asyncio.Queue[_Delta | _Score | _Final | _Failure] = asyncio.Queue()
             done = loop.create_future()
 
-            def emit(item: _Delta | _Final | _Failure) -> None:
+            def emit(item: _Delta | _Score | _Final | _Failure) -> None:
                 try:
                     loop.call_soon_threadsafe(items.put_nowait, item)
                 except RuntimeError:  # loop closed (shutdown)
@@ -168,7 +178,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                     pass
 
             job = Job(
-                lambda j: self._run(j, engine, session, messages, max_tokens, sampling, emit, turn_id),
+                lambda j: self._run(j, engine, session, messages, max_tokens, sampling, emit, turn_id, score),
                 on_done=on_done,
             )
             job.submitted_at = arrived
@@ -183,7 +193,10 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             try:
                 while True:
                     item = await items.get()
-                    if isinstance(item, _Delta):
+                    if isinstance(item, _Score):
+                        span.set_attribute("end_of_turn_probability", item.probability)
+                        yield llm_pb2.GenerateResponse(end_of_turn_probability=item.probability)
+                    elif isinstance(item, _Delta):
                         if first_delta_at is None:
                             first_delta_at = time.perf_counter()
                             span.add_event("first_token")
@@ -213,6 +226,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         sampling: Sampling,
         emit: Callable[[Any], None],
         turn_id: str = "",
+        score: bool = False,
     ) -> None:
         """Runs on the worker thread: fit history, generate, commit the turn (tagged with `turn_id`)."""
         if job.cancelled.is_set():
@@ -237,6 +251,9 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             emit(_Failure(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
             return
         try:
+            if score:  # the same KV state then serves the reply (only the prompt's tail is left to read)
+                cache_key = session.id if session is not None else None
+                emit(_Score(engine.prefill([system, *kept, *new], cache_key).end_of_turn_probability))
             result = engine.generate(
                 [system, *kept, *new],
                 max_tokens,

@@ -159,3 +159,33 @@ def test_bad_input_is_invalid_argument(served: Served, request_: llm_pb2.Prefill
         served.stub.Prefill(request_, timeout=WAIT_S)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert text in (info.value.details() or "")
+
+
+def test_generate_scores_the_end_of_turn_first(served: Served) -> None:
+    prefill(served, "what time is")
+    request = llm_pb2.GenerateRequest(
+        session_id="p",
+        messages=[llm_pb2.ChatMessage(role="user", content="what time is it?")],
+        score_end_of_turn=True,
+    )
+    replies = list(served.stub.Generate(request, timeout=WAIT_S))
+    first, rest = replies[0], replies[1:]
+    assert first.HasField("end_of_turn_probability") and first.end_of_turn_probability > 0.5 and not first.text
+    assert not any(r.HasField("end_of_turn_probability") for r in rest)
+    assert "".join(r.text for r in rest) == rest[-1].final.text == "You said: what time is it?"
+    assert rest[-1].final.cached_prompt_tokens >= served.engine.count_tokens(served.engine.prefills[-1]) - 2
+    plain = llm_pb2.GenerateRequest(session_id="p2", messages=[llm_pb2.ChatMessage(role="user", content="hi")])
+    assert not any(r.HasField("end_of_turn_probability") for r in served.stub.Generate(plain, timeout=WAIT_S))
+
+
+def test_score_end_of_turn_needs_a_user_message_last(served: Served) -> None:
+    request = llm_pb2.GenerateRequest(
+        messages=[
+            llm_pb2.ChatMessage(role="user", content="hi"),
+            llm_pb2.ChatMessage(role="assistant", content="hello"),
+        ],
+        score_end_of_turn=True,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        list(served.stub.Generate(request, timeout=WAIT_S))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "score_end_of_turn" in (info.value.details() or "")

@@ -70,3 +70,16 @@ def test_prefill_scores_the_end_of_the_turn_and_feeds_the_reply(stub: llm_pb2_gr
     assert reply.prompt_tokens - reply.cached_prompt_tokens <= 6, "only the end of the prompt was read"
     history = stub.GetSession(llm_pb2.GetSessionRequest(session_id="qwen-eot"), timeout=60).messages
     assert [m.role for m in history] == ["system", "user", "assistant"], "Prefill stored nothing"
+
+
+def test_generate_scores_the_end_of_turn_before_the_reply(stub: llm_pb2_grpc.LanguageModelStub) -> None:
+    request = llm_pb2.GenerateRequest(
+        session_id="qwen-eot-generate",
+        messages=[llm_pb2.ChatMessage(role="user", content="Tell me a joke.")],
+        max_tokens=8,
+        sampling=llm_pb2.SamplingOptions(temperature=0.0),
+        score_end_of_turn=True,
+    )
+    replies = list(stub.Generate(request, timeout=60))
+    assert replies[0].HasField("end_of_turn_probability") and replies[0].end_of_turn_probability > 0.5
+    assert replies[-1].final.completion_tokens > 0 and replies[-1].final.text

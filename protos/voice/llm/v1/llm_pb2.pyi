@@ -39,18 +39,20 @@ class SamplingOptions(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., repeat_penalty: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("messages", "session_id", "max_tokens", "sampling", "turn_id")
+    __slots__ = ("messages", "session_id", "max_tokens", "sampling", "turn_id", "score_end_of_turn")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_END_OF_TURN_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     session_id: str
     max_tokens: int
     sampling: SamplingOptions
     turn_id: str
-    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., session_id: _Optional[str] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., turn_id: _Optional[str] = ...) -> None: ...
+    score_end_of_turn: bool
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., session_id: _Optional[str] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., turn_id: _Optional[str] = ..., score_end_of_turn: _Optional[bool] = ...) -> None: ...
 
 class GenerationSummary(_message.Message):
     __slots__ = ("finish_reason", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "time_to_first_token_ms", "tokens_per_second", "queue_wait_ms", "dropped_messages", "text")
@@ -75,12 +77,14 @@ class GenerationSummary(_message.Message):
     def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., time_to_first_token_ms: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., queue_wait_ms: _Optional[float] = ..., dropped_messages: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "final")
+    __slots__ = ("text", "final", "end_of_turn_probability")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    END_OF_TURN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     text: str
     final: GenerationSummary
-    def __init__(self, text: _Optional[str] = ..., final: _Optional[_Union[GenerationSummary, _Mapping]] = ...) -> None: ...
+    end_of_turn_probability: float
+    def __init__(self, text: _Optional[str] = ..., final: _Optional[_Union[GenerationSummary, _Mapping]] = ..., end_of_turn_probability: _Optional[float] = ...) -> None: ...
 
 class ResetSessionRequest(_message.Message):
     __slots__ = ("session_id",)
