@@ -280,3 +280,40 @@ def test_text_without_terminators_is_cut_at_a_space_after_max_chars() -> None:
     segments = split_sentences(text, max_chars=100)
     assert all(len(s.text) <= 105 for s in segments)
     assert " ".join(s.text for s in segments) == text.strip()
+
+
+def test_first_phrase_is_cut_after_a_few_words_not_on_a_clinging_word() -> None:
+    def cut(text: str) -> list[str]:
+        return [s.text for s in split_sentences(text, first_phrase_words=4)]
+
+    assert cut("I think we should go for a walk in the park. Yes.") == [
+        "I think we should go",
+        "for a walk in the park.",
+        "Yes.",
+    ]
+    # "of", "the" and "is" cling to the next word: the phrase goes on to a word that can end it.
+    assert cut("The population of the city is large and growing.") == [
+        "The population of the city",
+        "is large and growing.",
+    ]
+    # Never leave one or two words alone: short sentences stay whole.
+    assert cut("The weather is nice today. I agree.") == ["The weather is nice today.", "I agree."]
+    assert cut("The capital of France is Paris.") == ["The capital of France is Paris."]
+    assert cut("Sure! Here is a simple recipe for pancakes.") == ["Sure!", "Here is a simple recipe for pancakes."]
+    # Only the first segment is shortened; later ones stay sentence-sized.
+    assert cut("Yes. The moon is about three hundred thousand kilometers away.")[1:] == [
+        "The moon is about three hundred thousand kilometers away."
+    ]
+
+
+@given(st.text(alphabet="ab .!?,\n\"')3A", max_size=120), st.lists(st.integers(1, 8), min_size=1, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_first_phrase_fragmentation_invariance(text: str, sizes: list[int]) -> None:
+    seg = SentenceSegmenter(first_phrase_words=2)
+    got, pos, i = [], 0, 0
+    while pos < len(text):
+        got += seg.push(text[pos : pos + sizes[i % len(sizes)]])
+        pos += sizes[i % len(sizes)]
+        i += 1
+    got += seg.finish()
+    assert got == split_sentences(text, first_phrase_words=2)

@@ -41,6 +41,11 @@ def add_arguments(flags: EnvFlags) -> None:
     flags.add(
         "--first-clause-chars", 20, "the first sentence may end at a comma after this many characters (speaks sooner)"
     )
+    flags.add(
+        "--first-phrase-words",
+        4,
+        "the first segment may end after this many words (not on 'the', 'of', 'is'...); 0 = off (speaks sooner)",
+    )
     flags.add("--mlx-voice", "af_heart", "Kokoro voice (mlx)")
 
 
@@ -51,6 +56,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admissi
         max_text_chars=args.max_text_chars,
         chunk_ms=args.chunk_ms,
         first_clause_chars=args.first_clause_chars,
+        first_phrase_words=args.first_phrase_words,
     )
     tts_pb2_grpc.add_TextToSpeechServicer_to_server(TtsServicer(slot, limits, admission), server)
     voices = args.voice

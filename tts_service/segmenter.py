@@ -9,8 +9,12 @@ Not boundaries: abbreviations (Dr. Mr. e.g. i.e. ...), "etc."/"U.S."/"a.m." unle
 word is capitalised, initials ("J. Smith"), decimals and dotted names (3.14, example.com),
 list numbers ("1. First"), an ellipsis followed by a lower-case word, and a "." followed by a
 lower-case word. To speak sooner, the first segment may end at a comma/semicolon/colon once
-`first_clause_chars` characters precede it; later segments at one past `long_clause_chars`;
-any segment is cut at a space after `max_chars` characters.
+`first_clause_chars` characters precede it, or (with `first_phrase_words`) at the space after
+that many words when the last one does not announce more (not "the", "of", "is"...) and two
+more words of the sentence follow (decided once they are complete): a short first phrase is
+synthesized while the rest of a longer sentence is still being generated. Later
+segments end at sentences (or a clause mark past `long_clause_chars`); any segment is cut at a
+space after `max_chars` characters.
 """
 
 from __future__ import annotations
@@ -66,8 +70,27 @@ class Segment:
     index: int
 
 
+# The first phrase never ends on these (the next word belongs to them).
+CLINGING_WORDS = frozenset(
+    """
+    a an the this that these those my your his her its our their some any no every each
+    and or but nor so if because than as while when where who which whose what how
+    of to in on at by for from with about into onto over under after before between through
+    is are was were be been am being will would can could should shall may might must do does did
+    has have had not very too just also i you he she it we they it's i'm you're there's here's let's
+    """.split()
+)
+
+
 class SentenceSegmenter:
-    def __init__(self, first_clause_chars: int = 20, long_clause_chars: int = 150, max_chars: int = 300) -> None:
+    def __init__(
+        self,
+        first_clause_chars: int = 20,
+        long_clause_chars: int = 150,
+        max_chars: int = 300,
+        first_phrase_words: int = 0,
+    ) -> None:
+        self.first_phrase_words = first_phrase_words
         self.first_clause_chars = first_clause_chars
         self.long_clause_chars = long_clause_chars
         self.max_chars = max_chars
@@ -147,12 +170,35 @@ class SentenceSegmenter:
                     self._scan = i
                     return None
                 return i + 1, k
+            if self._index == 0 and self.first_phrase_words and c.isspace() and i and buf[i - 1].isalnum():
+                decided = self._phrase_ends_at(i, final)
+                if decided is None:
+                    self._scan = i
+                    return None
+                if decided:
+                    return i, self._next_nonspace(i + 1)
             if i >= self.max_chars and c.isspace() and not buf[i - 1].isspace():
                 if buf[i - 1] not in TERMINATORS + CLOSERS + CLAUSE_MARKS:
                     return i, i + 1
             i += 1
         self._scan = n
         return None
+
+    def _phrase_ends_at(self, i: int, final: bool) -> bool | None:
+        """The first phrase may end at the space `i`: enough words before it, the last one not clinging,
+        and at least two more words of the same sentence after it (so "today." is never left alone);
+        None while those two words are not complete yet."""
+        words = self._buf[:i].split()
+        if len(words) < self.first_phrase_words or words[-1].lower().strip("\"'“”‘’()") in CLINGING_WORDS:
+            return False
+        rest = self._buf[i:]
+        following = rest.split()
+        complete = following if rest[-1:].isspace() else following[:-1]
+        if any(w[-1] in TERMINATORS + CLOSERS + CLAUSE_MARKS or "\n" in w for w in complete[:2]):
+            return False
+        if len(complete) < 2:
+            return False if final else None
+        return True
 
     def _next_nonspace(self, k: int) -> int:
         while k < len(self._buf) and self._buf[k].isspace():

@@ -36,6 +36,7 @@ class Limits:
     max_text_chars: int = 5000
     chunk_ms: int = 1000
     first_clause_chars: int = 20
+    first_phrase_words: int = 4
     long_clause_chars: int = 150
     max_segment_chars: int = 300
 
@@ -71,7 +72,10 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
 
     def _segmenter(self) -> SentenceSegmenter:
         return SentenceSegmenter(
-            self.limits.first_clause_chars, self.limits.long_clause_chars, self.limits.max_segment_chars
+            self.limits.first_clause_chars,
+            self.limits.long_clause_chars,
+            self.limits.max_segment_chars,
+            self.limits.first_phrase_words,
         )
 
     def _too_long(self, chars: int) -> TtsError:
