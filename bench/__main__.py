@@ -25,6 +25,7 @@ from bench import components, report, turns
 from bench.fixtures import FIXTURE_DIR, load_utterances
 from bench.services import KINDS, ServiceSet
 from bench.stats import evaluate_targets
+from service_runtime import telemetry
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -120,9 +121,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         mark = time.perf_counter()
         if args.components_only:
             results["notes"].append("turns skipped (--components-only)")
-        elif importlib.util.find_spec("orchestrator.pipeline") is None:
-            results["notes"].append("turns skipped: orchestrator.pipeline is not available")
-            progress("orchestrator.pipeline not found: skipping the spoken turns")
+        elif importlib.util.find_spec("orchestrator.conversation") is None:
+            results["notes"].append("turns skipped: orchestrator.conversation is not available")
+            progress("orchestrator.conversation not found: skipping the spoken turns")
         else:
             progress("warm-up turns (one per mode, not counted)")
             await turns.warm_up_turns(services.addresses, utts[0], progress)
@@ -175,7 +176,11 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    results = order(asyncio.run(run(args)))
+    telemetry.setup_tracing("orchestrator")  # the turns' spans (exported when OTEL_EXPORTER_OTLP_ENDPOINT is set)
+    try:
+        results = order(asyncio.run(run(args)))
+    finally:
+        telemetry.shutdown_tracing()
     table = report.render(results)
     print()
     print(table)

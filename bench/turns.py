@@ -40,7 +40,7 @@ REALTIME_PLAYBACK = False
 def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> Any:
     from orchestrator.audio import MemorySink
     from orchestrator.config import ServiceAddresses
-    from orchestrator.pipeline import Conversation
+    from orchestrator.conversation import Conversation
 
     return Conversation(
         ServiceAddresses(**addresses),

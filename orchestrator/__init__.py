@@ -10,8 +10,8 @@ Public API (the benchmark, a web UI and other front ends build on these):
 from orchestrator.audio import AudioSink, MemorySink, SoundDeviceSink, WavFileSink, load_wav_pcm16
 from orchestrator.clients import ServiceCallError, ServiceDownError, channel, check_services
 from orchestrator.config import ServiceAddresses
+from orchestrator.conversation import Conversation
 from orchestrator.events import ConversationEvent, EventKind, EventQueue, Listener
-from orchestrator.pipeline import Conversation
 from orchestrator.timing import TurnResult
 
 __all__ = [

@@ -30,8 +30,8 @@ from orchestrator.audio import (
 )
 from orchestrator.clients import ServiceCallError, ServiceDownError, check_services
 from orchestrator.config import SERVICE_NAMES, ServiceAddresses
+from orchestrator.conversation import Conversation
 from orchestrator.events import ConversationEvent, EventKind
-from orchestrator.pipeline import Conversation
 from orchestrator.report import waterfall
 from orchestrator.web.cli import add_web_arguments, run_web
 from service_runtime import telemetry

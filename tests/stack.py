@@ -119,7 +119,7 @@ def run_turn_subprocess(stack: Stack, fixture: str, env: dict[str, str], timeout
 async def _turn(args: argparse.Namespace) -> None:
     from orchestrator.audio import load_wav_pcm16
     from orchestrator.config import ServiceAddresses
-    from orchestrator.pipeline import Conversation
+    from orchestrator.conversation import Conversation
     from service_runtime import telemetry
     from voice.llm.v1 import llm_pb2
 

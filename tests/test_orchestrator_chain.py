@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
+from orchestrator import Conversation, TurnResult
 from orchestrator.audio import AudioSink, load_wav_pcm16, rms, write_wav
 from orchestrator.config import ServiceAddresses
 from orchestrator.events import EventKind
-from orchestrator.pipeline import Conversation, TurnResult, _Unit, heard_text
+from orchestrator.turn import Unit, heard_text
 from tests.fakes import (
     Ev,
     FakeLanguageModel,
@@ -295,8 +296,8 @@ def test_turn_result_json_line_has_the_report_fields() -> None:
 
 def test_heard_text_counts_whole_sentences_and_the_played_fraction_of_words() -> None:
     units = [
-        _Unit("One two three four.", offset=0, samples=400, complete=True),
-        _Unit("Five six seven eight.", offset=400, samples=400, complete=True),
+        Unit("One two three four.", offset=0, samples=400, complete=True),
+        Unit("Five six seven eight.", offset=400, samples=400, complete=True),
     ]
     assert heard_text(units, 0) == ""
     assert heard_text(units, 199) == "One"

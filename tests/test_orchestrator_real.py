@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
+from orchestrator import Conversation, TurnResult
 from orchestrator.audio import STT_SAMPLE_RATE_HZ, MemorySink, rms
 from orchestrator.config import ServiceAddresses
 from orchestrator.events import ConversationEvent, EventKind
-from orchestrator.pipeline import CHUNK_MS, Conversation, TurnResult
+from orchestrator.listening import CHUNK_MS
 from orchestrator.report import waterfall
 from tests.helpers import FIXTURES, GREEDY, pcm, words
 from tests.stack import Stack
@@ -35,7 +37,10 @@ async def history(addresses: ServiceAddresses, session_id: str) -> list[tuple[st
 
 def test_spoken_question_gives_transcript_reply_and_audio(addresses: ServiceAddresses) -> None:
     async def scenario() -> list[TurnResult]:
-        async with Conversation(addresses, sampling=GREEDY, max_tokens=60) as conversation:
+        # The library installs no tracer provider (entry points do): this one gives the turn a real trace id.
+        async with Conversation(
+            addresses, sampling=GREEDY, max_tokens=60, tracer_provider=TracerProvider()
+        ) as conversation:
             return await conversation.run_file(pcm("weather_paris.wav"), STT_SAMPLE_RATE_HZ, pace=False)
 
     results = asyncio.run(asyncio.wait_for(scenario(), 90))

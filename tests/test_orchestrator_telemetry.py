@@ -8,8 +8,8 @@ import asyncio
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from orchestrator import Conversation, TurnResult
 from orchestrator.config import ServiceAddresses
-from orchestrator.pipeline import Conversation, TurnResult
 from tests.fakes import (
     Ev,
     FakeLanguageModel,

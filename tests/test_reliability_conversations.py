@@ -1,4 +1,4 @@
-"""Reliability of whole conversations on the three real services (orchestrator.pipeline.Conversation):
+"""Reliability of whole conversations on the three real services (orchestrator.Conversation):
 a service SIGKILLed mid-turn is named and nothing hangs, the restarted service serves the next
 turn (on a stack of this module's own); on the session's shared stack, 20 concurrent
 conversations keep their own words, and a slow or unreachable telemetry collector fails no turn."""
@@ -17,9 +17,9 @@ import grpc
 import numpy as np
 import pytest
 
+from orchestrator import Conversation, TurnResult
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.events import ConversationEvent, EventKind
-from orchestrator.pipeline import Conversation, TurnResult
 from tests.helpers import FIXTURES, GREEDY, pcm, silence_ms, speech
 from tests.otlp_collector import OtlpCollector
 from tests.stack import KINDS, Stack, run_turn_subprocess

@@ -1,0 +1,57 @@
+"""Keeping the LLM's conversation history true to what the user heard.
+
+A barged-in reply is replaced by the part the user heard (RecordHeardReply); a discarded
+speculative reply is removed with its user message (DiscardTurn, matched by turn id).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from orchestrator.timing import Mark
+from orchestrator.turn import Turn
+from voice.llm.v1 import llm_pb2, llm_pb2_grpc
+
+log = logging.getLogger("orchestrator")
+
+
+async def record_heard(llm: llm_pb2_grpc.LanguageModelStub, session_id: str, turn: Turn) -> None:
+    """Tell the LLM what of its reply the user heard; the rest never happened.
+
+    The LLM stores a finished reply, or an empty "interrupted" marker for a generation cancelled
+    after it started; RecordHeardReply replaces either. A call cancelled before any token came
+    may have been queued (nothing stored): then the last assistant message is the previous
+    turn's and must not be touched; an empty marker, if any, already says "heard nothing".
+    """
+    if Mark.FIRST_TOKEN not in turn.timeline:
+        return
+    try:
+        await llm.RecordHeardReply(
+            llm_pb2.RecordHeardReplyRequest(session_id=session_id, heard_text=turn.heard or ""),
+            metadata=turn.trace.metadata(),
+            timeout=10,
+        )
+    except grpc.RpcError as error:
+        log.warning("RecordHeardReply failed: %s", error)
+        turn.trace.event("record_heard_failed", {"error": str(error.code())})
+
+
+async def discard_turn(llm: llm_pb2_grpc.LanguageModelStub, session_id: str, turn: Turn) -> None:
+    """Remove a thrown-away turn (user message + reply) from the LLM history.
+
+    The LLM stores a cancelled generation as user message + empty reply, a finished one whole;
+    DiscardTurn waits for the cancelled call to settle first.
+    """
+    try:
+        response = await llm.DiscardTurn(
+            llm_pb2.DiscardTurnRequest(session_id=session_id, turn_id=turn.turn_id),
+            metadata=turn.trace.metadata(),
+            timeout=10,
+        )
+        turn.trace.event("llm_turn_discarded", {"removed_messages": response.removed_messages})
+    except grpc.RpcError as error:  # NOT_FOUND: the session's first Generate never reached the server
+        if error.code() != grpc.StatusCode.NOT_FOUND:
+            log.warning("DiscardTurn failed: %s", error)
+        turn.trace.event("discard_turn_failed", {"error": str(error.code())})
