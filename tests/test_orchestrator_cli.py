@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 from orchestrator.audio import load_wav_pcm16, read_wav, rms, write_wav
+from orchestrator.report import waterfall
+from orchestrator.timing import TurnResult
 from tests.fakes import FakeLanguageModel, FakeSpeechToText, FakeTextToSpeech, serve_fakes, utterance
+from tests.otlp_collector import OtlpCollector
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +35,7 @@ def test_file_mode_writes_reply_wav_json_lines_and_the_latency_table(tmp_path: P
     write_wav(question, bytes(16000 * 2), 16000)  # the fake STT does not listen
     reply_wav, jsonl = tmp_path / "reply.wav", tmp_path / "turns.jsonl"
     reply = "Paris is sunny today. Enjoy it!"
+    collector = OtlpCollector().start()  # spans exported: the table links the turn's trace in Jaeger
 
     async def scenario() -> tuple[int, str, str]:
         fakes = await serve_fakes(
@@ -44,6 +48,7 @@ def test_file_mode_writes_reply_wav_json_lines_and_the_latency_table(tmp_path: P
             LLM_ADDRESS=fakes.address,
             TTS_ADDRESS=fakes.address,
             JAEGER_UI_URL="http://jaeger.example:16686",
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint,
         )
         args = ["talk", "--input", str(question), "--output", str(reply_wav), "--json", str(jsonl), "--no-pace"]
         process = await asyncio.create_subprocess_exec(
@@ -54,13 +59,17 @@ def test_file_mode_writes_reply_wav_json_lines_and_the_latency_table(tmp_path: P
         await fakes.server.stop(None)
         return process.returncode or 0, out.decode(), err.decode()
 
-    code, out, err = asyncio.run(scenario())
-    assert code == 0, out + err
+    try:
+        code, out, err = asyncio.run(scenario())
+        assert code == 0, out + err
+        (record,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        collector.wait_for(lambda spans: any(s.name == "turn" and s.trace_id == record["trace_id"] for s in spans))
+    finally:
+        collector.stop()
     assert "you: what is the weather" in out
     assert "agent: Paris is sunny today. Enjoy it!" in out
     for label in ("STT final", "first token", "first sentence", "first audio", "playback start", "DEAD AIR", "total"):
         assert label in out
-    (record,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert f"http://jaeger.example:16686/trace/{record['trace_id']}" in out
     for key in ("mode", "transcript", "reply", "dead_air_ms", "stt_final_ms", "llm_ttft_ms", "tts_ttfa_ms", "total_ms"):
         assert key in record
@@ -68,6 +77,20 @@ def test_file_mode_writes_reply_wav_json_lines_and_the_latency_table(tmp_path: P
     samples, rate = read_wav(reply_wav)
     assert rate == 22050 and len(samples) > 0.1 * rate
     assert rms(load_wav_pcm16(reply_wav, 22050)) > 0.05
+
+
+def test_the_table_links_jaeger_only_when_spans_are_exported_else_says_how() -> None:
+    result = TurnResult(
+        mode="streaming", transcript="hi", reply="Hello.", heard_reply="Hello.", dead_air_ms=400.0,
+        stt_final_ms=300.0, llm_ttft_ms=350.0, first_sentence_ms=380.0, tts_ttfa_ms=390.0,
+        playback_start_ms=400.0, total_ms=900.0, barge_in=False, preemptive_used=False,
+        trace_id="ab" * 16, session_id="conv-1", audio=b"", sample_rate_hz=0,
+    )  # fmt: skip
+    exported = waterfall(result, exported=True)
+    assert f"/trace/{'ab' * 16}" in exported
+    local = waterfall(result, exported=False)
+    assert "/trace/" not in local and "http://localhost:16686" not in local
+    assert "not exported" in local and "OTEL_EXPORTER_OTLP_ENDPOINT" in local
 
 
 def test_service_down_is_one_clear_line_naming_it_and_make_serve(tmp_path: Path) -> None:
