@@ -50,7 +50,7 @@ from llm_service.validation import (
     validate_session_id,
     validate_turn_id,
 )
-from service_runtime.admission import Admission, rpc_path
+from service_runtime.admission import Admission
 from service_runtime.engine_slot import EngineSlot
 from service_runtime.telemetry import server_span
 from service_runtime.worker import Job, ModelWorker, QueueFullError
@@ -58,6 +58,7 @@ from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
 log = logging.getLogger("llm-service")
 SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["LanguageModel"].full_name
+_BUSY = "the model is busy: {active} requests running or waiting, limit {cap} (1 running + --max-queue waiting)"
 
 _FINISH = {
     FinishReason.STOP: llm_pb2.STOP,
@@ -106,11 +107,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         self.config = config
         # Calls that need the model: one runs, --max-queue wait. Refused at the door (before a session is
         # created); the worker's own bound also holds while a cancelled generation finishes its last token.
-        self.model_calls = admission.gate(
-            [rpc_path(SERVICE_NAME, "Generate"), rpc_path(SERVICE_NAME, "Prefill")],
-            1 + config.max_queue,
-            lambda active, cap: f"{active - 1} requests already wait for the model (limit --max-queue {cap - 1})",
-        )
+        self.model_calls = admission.gate(SERVICE_NAME, ["Generate", "Prefill"], 1 + config.max_queue, _BUSY)
         self.worker = ModelWorker("llm-worker", config.max_queue)
         self.sessions = SessionStore(config.session_ttl_s, config.max_sessions, on_evict=self._forget)
 

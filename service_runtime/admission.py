@@ -1,12 +1,9 @@
 """Call admission at the door: a cap per group of RPCs, enforced by one gRPC server interceptor.
 
-    admission = Admission()                                  # grpc.aio.server(interceptors=[admission])
-    streams = admission.gate(                                # a servicer's cap and its counters
-        [rpc_path(SERVICE, "Synthesize"), rpc_path(SERVICE, "StreamingSynthesize")],
-        cap=4,
-        refusal=lambda active, cap: f"too many synthesis streams: {active} active, limit --max-streams={cap}",
-    )
-    streams.active, streams.total                            # for GetStats
+    admission = Admission()                         # grpc.aio.server(interceptors=[admission])
+    refusal = "too many synthesis streams: {active} active, limit --max-streams={cap}"
+    streams = admission.gate("voice.tts.v1.TextToSpeech", ["Synthesize", "StreamingSynthesize"], 4, refusal)
+    streams.active, streams.total                   # for GetStats
 
 A call that finds its gate full ends at once with RESOURCE_EXHAUSTED and the refusal message,
 before its handler runs (no model work, no session created). An admitted call counts as
@@ -17,21 +14,16 @@ handler's own clean-up runs first, so a freed slot means the call's work has sto
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 
 
-def rpc_path(service_full_name: str, method: str) -> str:
-    """The method path an interceptor sees, e.g. '/voice.tts.v1.TextToSpeech/Synthesize'."""
-    return f"/{service_full_name}/{method}"
-
-
 class Gate:
     """At most `cap` calls at once; `active` now, `total` admitted since start."""
 
-    def __init__(self, cap: int, refusal: Callable[[int, int], str]) -> None:
+    def __init__(self, cap: int, refusal: str) -> None:
         self.cap = cap
         self.active = 0
         self.total = 0
@@ -40,7 +32,7 @@ class Gate:
     def enter(self) -> str | None:
         """Admit a call (None), or the message saying why not."""
         if self.active >= self.cap:
-            return f"{self._refusal(self.active, self.cap)}; retry later"
+            return f"{self._refusal.format(active=self.active, cap=self.cap)}; retry later"
         self.active += 1
         self.total += 1
         return None
@@ -55,13 +47,17 @@ class Admission(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self._gates: dict[str, Gate] = {}
 
-    def gate(self, methods: Sequence[str], cap: int, refusal: Callable[[int, int], str]) -> Gate:
-        """One cap shared by `methods` (full paths, see `rpc_path`)."""
+    def gate(self, service: str, methods: Iterable[str], cap: int, refusal: str) -> Gate:
+        """One cap shared by `methods` of `service` (its full name, e.g. 'voice.stt.v1.SpeechToText').
+
+        `refusal` says why a call is refused; it may use {active} and {cap}.
+        """
         gate = Gate(cap, refusal)
         for method in methods:
-            if method in self._gates:
-                raise ValueError(f"{method} already has a gate")
-            self._gates[method] = gate
+            path = f"/{service}/{method}"  # what the interceptor sees
+            if path in self._gates:
+                raise ValueError(f"{path} already has a gate")
+            self._gates[path] = gate
         return gate
 
     async def intercept_service(

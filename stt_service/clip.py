@@ -8,7 +8,7 @@ silence and noise give "" without asking the model.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import soxr
@@ -31,7 +31,10 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True)
 class ConfigFields:
-    """The RecognitionConfig fields (plain values, so this module does not import the protos)."""
+    """The RecognitionConfig fields (plain values, so this module does not import the protos).
+
+    Each field is named like its proto field: `from_message` copies them by name.
+    """
 
     sample_rate_hz: int
     encoding: int
@@ -42,6 +45,10 @@ class ConfigFields:
     min_endpoint_silence_ms: int = 0
     end_of_turn_hints: bool = False
     hinted_endpoint_silence_ms: int = 0
+
+    @classmethod
+    def from_message(cls, config: object) -> ConfigFields:
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
 def validate_audio_format(cfg: ConfigFields) -> None:
@@ -97,21 +104,14 @@ def endpoint_config(cfg: ConfigFields, defaults: EndpointConfig) -> EndpointConf
             f"(min_endpoint_silence_ms={min_endpoint}, endpoint_silence_ms={endpoint}"
             + (f", hinted_endpoint_silence_ms={hinted})" if cfg.end_of_turn_hints else ")")
         )
-    return EndpointConfig(
+    return replace(
+        defaults,
         endpoint_ms=endpoint,
         min_endpoint_ms=min_endpoint,
         candidate_ms=candidate,
         interim=cfg.interim_results,
-        interim_interval_ms=defaults.interim_interval_ms,
-        threshold=defaults.threshold,
-        neg_threshold=defaults.neg_threshold,
-        max_window_s=defaults.max_window_s,
-        pre_pad_ms=defaults.pre_pad_ms,
-        post_pad_ms=defaults.post_pad_ms,
         hints=cfg.end_of_turn_hints,
         hinted_endpoint_ms=hinted,
-        hint_high=defaults.hint_high,
-        hint_low=defaults.hint_low,
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from service_runtime import Admission, EngineSlot, rpc_path
+from service_runtime import Admission, EngineSlot
 from service_runtime.telemetry import server_span
 from service_runtime.worker import ModelWorker
 from stt_service.clip import (
@@ -32,6 +32,7 @@ from voice.stt.v1 import stt_pb2, stt_pb2_grpc
 
 log = logging.getLogger("stt-service")
 SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
+_BUSY = "all {cap} recognition sessions are busy (--max-sessions)"
 
 _EVENT_TYPES = {
     EventKind.SPEECH_STARTED: stt_pb2.StreamingRecognizeResponse.SPEECH_STARTED,
@@ -54,20 +55,6 @@ class SttRuntime:
     worker: ModelWorker  # the one thread that runs every decode of the process
 
 
-def config_fields(config: stt_pb2.RecognitionConfig) -> ConfigFields:
-    return ConfigFields(
-        sample_rate_hz=config.sample_rate_hz,
-        encoding=int(config.encoding),
-        language=config.language,
-        interim_results=config.interim_results,
-        endpoint_silence_ms=config.endpoint_silence_ms,
-        candidate_silence_ms=config.candidate_silence_ms,
-        min_endpoint_silence_ms=config.min_endpoint_silence_ms,
-        end_of_turn_hints=config.end_of_turn_hints,
-        hinted_endpoint_silence_ms=config.hinted_endpoint_silence_ms,
-    )
-
-
 class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
     def __init__(
         self, slot: EngineSlot[SttRuntime], defaults: EndpointConfig, max_sessions: int, admission: Admission
@@ -75,11 +62,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         self._slot = slot
         self.defaults = defaults
         # Recognize calls and streams share one cap, enforced at the door by the server's interceptor.
-        self.sessions = admission.gate(
-            [rpc_path(SERVICE_NAME, "Recognize"), rpc_path(SERVICE_NAME, "StreamingRecognize")],
-            max_sessions,
-            lambda active, cap: f"all {cap} recognition sessions are busy (--max-sessions)",
-        )
+        self.sessions = admission.gate(SERVICE_NAME, ["Recognize", "StreamingRecognize"], max_sessions, _BUSY)
 
     async def GetStats(self, request: stt_pb2.GetStatsRequest, context: grpc.aio.ServicerContext) -> Any:
         return stt_pb2.GetStatsResponse(
@@ -91,7 +74,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         started = time.perf_counter()
         with server_span("stt.recognize", context, rpc="Recognize") as span:
             try:
-                cfg = config_fields(request.config)
+                cfg = ConfigFields.from_message(request.config)
                 validate_audio_format(cfg)
                 validate_pcm(request.audio)
                 language = rt.engine.check_language(cfg.language)
@@ -137,7 +120,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                             "the first StreamingRecognizeRequest must carry `config` (sample_rate_hz, encoding); "
                             f"got {first.WhichOneof('request') or 'an empty message'}"
                         )
-                    cfg = config_fields(first.config)
+                    cfg = ConfigFields.from_message(first.config)
                     validate_audio_format(cfg)
                     language = rt.engine.check_language(cfg.language)
                     endpointing = endpoint_config(cfg, self.defaults)

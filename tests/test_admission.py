@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from service_runtime.admission import Admission, rpc_path
+from service_runtime.admission import Admission
 
 WAIT_S = 10.0
 SERVICE = "test.Work"
@@ -52,11 +52,7 @@ def method(kind: str, handler: object) -> grpc.RpcMethodHandler:
 
 async def _scenario() -> None:
     admission = Admission()
-    gate = admission.gate(
-        [rpc_path(SERVICE, name) for name in ("Unary", "Stream", "Writer")],
-        2,
-        lambda active, cap: f"{active} busy, limit --max-work={cap}",
-    )
+    gate = admission.gate(SERVICE, ["Unary", "Stream", "Writer"], 2, "{active} busy, limit --max-work={cap}")
     handlers = Handlers()
     server = grpc.aio.server(interceptors=[admission])
     server.add_generic_rpc_handlers(

@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 from opentelemetry.trace import Span, Status, StatusCode
 
-from service_runtime import Admission, EngineSlot, rpc_path, telemetry
+from service_runtime import Admission, EngineSlot, telemetry
 from tts_service.engine import LoadedVoice, SynthesisResult, TtsEngine, TtsError
 from tts_service.segmenter import Segment, SentenceSegmenter
 from voice.tts.v1 import tts_pb2, tts_pb2_grpc
@@ -27,6 +27,7 @@ from voice.tts.v1 import tts_pb2, tts_pb2_grpc
 log = logging.getLogger("tts-service")
 
 SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name
+_BUSY = "too many synthesis streams: {active} active, limit --max-streams={cap}"
 AUDIO_QUEUE = 2  # synthesized sentences waiting for the RPC to write them
 
 
@@ -62,11 +63,7 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
         self.slot = slot
         self.limits = limits
         # Both synthesis RPCs share one cap, enforced at the door by the server's interceptor.
-        self.streams = admission.gate(
-            [rpc_path(SERVICE_NAME, "Synthesize"), rpc_path(SERVICE_NAME, "StreamingSynthesize")],
-            limits.max_streams,
-            lambda active, cap: f"too many synthesis streams: {active} active, limit --max-streams={cap}",
-        )
+        self.streams = admission.gate(SERVICE_NAME, ["Synthesize", "StreamingSynthesize"], limits.max_streams, _BUSY)
 
     # ---- helpers -------------------------------------------------------------------------
 
