@@ -27,9 +27,13 @@ KINDS = ("stt", "llm", "tts")
 # conversations (one briefly holds two STT streams at each turn hand-over). Tests that fill a
 # cap read it from GetStats.
 LLM_MAX_TOKENS_LIMIT = 512
+LLM_N_CTX = 1024  # small enough that history truncation is reached in a few turns
 SHARED_STACK_ARGS = {
     "stt": ["--max-sessions", "44"],
-    "llm": ["--max-queue", "24", "--max-sessions", "256", "--max-tokens-limit", str(LLM_MAX_TOKENS_LIMIT)],
+    "llm": [
+        *("--n-ctx", str(LLM_N_CTX), "--max-queue", "24", "--max-sessions", "256"),
+        *("--max-tokens-limit", str(LLM_MAX_TOKENS_LIMIT)),
+    ],
     "tts": ["--max-streams", "24", "--grace-s", "1"],
 }
 SECOND_VOICE = "en_US-second-medium"

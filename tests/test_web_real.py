@@ -1,4 +1,5 @@
-"""The playground page in headless Chromium against the three real services (bundled models).
+"""The playground page in headless Chromium against the three real services (bundled models):
+the session's shared stack (tests/conftest.py).
 
 Chromium's fake microphone plays a spoken WAV once (fixtures spliced with silence), through the
 page's real capture path (getUserMedia with echo cancellation, the 16 kHz worklet, the socket).
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +23,14 @@ from orchestrator import ServiceAddresses
 from orchestrator.audio import STT_SAMPLE_RATE_HZ, load_wav_pcm16, write_wav
 from orchestrator.web.adapter import ConversationOptions
 from orchestrator.web.server import WebOptions, start_server
-from service_runtime.launcher import ServiceProcess
 from tests.browser import SCREENSHOTS, chromium, page, wait_for
+from tests.helpers import AUDIO, GREEDY, words
+from tests.stack import Stack
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
 pytestmark = pytest.mark.real
 
-AUDIO = Path(__file__).parent / "fixtures" / "audio"
-GREEDY = llm_pb2.SamplingOptions(temperature=0.0, seed=7)
 TURN_S = 180.0  # generous: a 2-core machine shared with other work
-
-
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z']+", text.lower()))
 
 
 def spoken(path: Path, *parts: str | float) -> Path:
@@ -47,17 +43,10 @@ def spoken(path: Path, *parts: str | float) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def addresses() -> Iterator[ServiceAddresses]:
-    chromium()  # no browser: skip before loading three models
-    procs = {kind: ServiceProcess(kind) for kind in ("stt", "llm", "tts")}
-    try:
-        for proc in procs.values():
-            proc.wait_serving(300)
-        yield ServiceAddresses(**{kind: proc.address for kind, proc in procs.items()})
-    finally:
-        codes = {kind: proc.terminate() for kind, proc in procs.items()}
-        assert codes == {"stt": 0, "llm": 0, "tts": 0}, {k: p.log[-2000:] for k, p in procs.items()}
+@pytest.fixture()
+def addresses(stack: Stack) -> ServiceAddresses:
+    chromium()  # no browser: skip
+    return stack.addresses  # type: ignore[no-any-return]
 
 
 @contextlib.asynccontextmanager
