@@ -41,9 +41,10 @@ def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> 
     from orchestrator.audio import MemorySink
     from orchestrator.config import ServiceAddresses
     from orchestrator.conversation import Conversation
+    from service_runtime.tls import ClientTls
 
     return Conversation(
-        ServiceAddresses(**addresses),
+        ServiceAddresses(**addresses, tls=ClientTls.from_env()),
         mode=mode,  # type: ignore[arg-type]
         session_id=session_id,
         sink=MemorySink(realtime=REALTIME_PLAYBACK),

@@ -14,6 +14,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestrator.config import SERVICE_NAMES, ServiceAddresses
+from service_runtime.channels import Balancing, aio_channel
+from service_runtime.tls import ClientTls
 from voice.llm.v1 import llm_pb2_grpc
 from voice.stt.v1 import stt_pb2_grpc
 from voice.tts.v1 import tts_pb2_grpc
@@ -21,9 +23,23 @@ from voice.tts.v1 import tts_pb2_grpc
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
 
 
-def channel(target: str) -> grpc.aio.Channel:
-    """A channel to `target` (`host:port`, or any gRPC target string such as `dns:///name:port`)."""
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+# The LLM keeps each conversation's KV cache: its turns prefer one replica (ring hash on the
+# session id); STT and TTS streams go to any healthy replica in turn.
+BALANCING = {"stt": Balancing.ROUND_ROBIN, "llm": Balancing.AFFINITY, "tts": Balancing.ROUND_ROBIN}
+
+
+def channel(
+    target: str,
+    tls: ClientTls | None = None,
+    balancing: Balancing = Balancing.ROUND_ROBIN,
+    health_checked: bool = True,
+) -> grpc.aio.Channel:
+    """A channel to `target`: `host:port`, or replicas (`ipv4:h:p,h:p`, `dns:///name:port`).
+
+    With several replicas, grpc balances the calls and checks each replica's health itself: one
+    that is NOT_SERVING or gone gets no calls (service_runtime.channels).
+    """
+    return aio_channel(target, tls, balancing, CHANNEL_OPTIONS, health_checked)
 
 
 class ServiceDownError(RuntimeError):
@@ -82,7 +98,9 @@ class Clients:
         """Open the channels (once; again after close())."""
         if self._channels:
             return
-        self._channels = {kind: channel(address) for kind, address in self.addresses.items()}
+        self._channels = {
+            kind: channel(address, self.addresses.tls, BALANCING[kind]) for kind, address in self.addresses.items()
+        }
         self._stt = stt_pb2_grpc.SpeechToTextStub(self._channels["stt"])
         self._llm = llm_pb2_grpc.LanguageModelStub(self._channels["llm"])
         self._tts = tts_pb2_grpc.TextToSpeechStub(self._channels["tts"])
@@ -121,9 +139,15 @@ class Clients:
         self._stt = self._llm = self._tts = None
 
 
-async def check_service(kind: str, address: str, timeout_s: float = 2.0) -> None:
-    """Raise ServiceDownError unless grpc.health.v1 at `address` answers SERVING within `timeout_s`."""
-    async with channel(address) as health_channel:
+async def check_service(kind: str, address: str, timeout_s: float = 2.0, tls: ClientTls | None = None) -> None:
+    """Raise ServiceDownError unless grpc.health.v1 at `address` answers SERVING within `timeout_s`.
+
+    For a target naming several replicas: unless at least one of them is SERVING.
+    """
+    several = address.startswith(("ipv4:", "ipv6:", "dns:")) or "," in address
+    # One address: ask it (and tell "loading" from "gone"). Replicas: a health-checked channel
+    # is ready once one replica is SERVING, and the Check goes to such a one.
+    async with channel(address, tls, health_checked=several) as health_channel:
         try:
             await asyncio.wait_for(health_channel.channel_ready(), timeout_s)
         except (asyncio.TimeoutError, grpc.RpcError):
@@ -140,7 +164,8 @@ async def check_service(kind: str, address: str, timeout_s: float = 2.0) -> None
 async def check_services(addresses: ServiceAddresses, timeout_s: float = 2.0) -> None:
     """Check all three at once; raises the first (in chain order) that is down."""
     results = await asyncio.gather(
-        *(check_service(kind, address, timeout_s) for kind, address in addresses.items()), return_exceptions=True
+        *(check_service(kind, address, timeout_s, addresses.tls) for kind, address in addresses.items()),
+        return_exceptions=True,
     )
     for result in results:
         if isinstance(result, BaseException):

@@ -1,5 +1,10 @@
 """Where the three services are (flags with environment fallbacks STT_ADDRESS, LLM_ADDRESS,
-TTS_ADDRESS), and a conversation's settings."""
+TTS_ADDRESS), and a conversation's settings.
+
+An address is any gRPC target: `127.0.0.1:50052`, several replicas as
+`ipv4:127.0.0.1:50052,127.0.0.1:50062`, or `dns:///llm.voice.svc.cluster.local:50052`.
+TLS towards the services: --service-tls-ca / --service-tls-cert / --service-tls-key (env VOICE_TLS_*).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from service_runtime.tls import ClientTls, add_client_arguments
 from voice.llm.v1 import llm_pb2
 
 Mode = Literal["streaming", "sync"]
@@ -21,12 +27,17 @@ class ServiceAddresses:
     stt: str = DEFAULT_ADDRESSES["stt"]
     llm: str = DEFAULT_ADDRESSES["llm"]
     tts: str = DEFAULT_ADDRESSES["tts"]
+    # TLS (and the client certificate for mutual TLS) for all three; None = plaintext.
+    tls: ClientTls | None = None
 
     @classmethod
     def from_env(cls) -> ServiceAddresses:
         """Addresses from STT_ADDRESS / LLM_ADDRESS / TTS_ADDRESS, else the default ports on 127.0.0.1."""
         return cls(
-            **{kind: os.environ.get(f"{kind.upper()}_ADDRESS") or DEFAULT_ADDRESSES[kind] for kind in DEFAULT_ADDRESSES}
+            **{
+                kind: os.environ.get(f"{kind.upper()}_ADDRESS") or DEFAULT_ADDRESSES[kind] for kind in DEFAULT_ADDRESSES
+            },
+            tls=ClientTls.from_env(),
         )
 
     @staticmethod
@@ -36,13 +47,16 @@ class ServiceAddresses:
             parser.add_argument(
                 f"--{kind}-address",
                 default=getattr(env, kind),
-                metavar="HOST:PORT",
-                help=f"{SERVICE_NAMES[kind]} address (env {kind.upper()}_ADDRESS, default %(default)s)",
+                metavar="TARGET",
+                help=f"{SERVICE_NAMES[kind]} gRPC target: HOST:PORT, or replicas as ipv4:H:P,H:P or "
+                f"dns:///NAME:PORT (env {kind.upper()}_ADDRESS, default %(default)s)",
             )
+        add_client_arguments(parser)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServiceAddresses:
-        return cls(stt=args.stt_address, llm=args.llm_address, tts=args.tts_address)
+        tls = ClientTls.from_args(args) if hasattr(args, "service_tls_ca") else ClientTls.from_env()
+        return cls(stt=args.stt_address, llm=args.llm_address, tts=args.tts_address, tls=tls)
 
     def items(self) -> list[tuple[str, str]]:
         """(kind, address) in chain order."""

@@ -18,6 +18,7 @@ and calls go to the others; it rejoins when it reports SERVING again.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from enum import Enum
 from typing import Any
@@ -28,6 +29,10 @@ from service_runtime.tls import ClientTls
 
 # Request header carrying the conversation id: the affinity policy hashes it.
 SESSION_HEADER = "x-session-id"
+# ring_hash reads `requestHashHeader` only with this switch (gRFC A76, still behind an
+# environment variable in grpcio 1.85); without it a pick with no xDS hash never completes.
+# grpc reads it when its core starts, i.e. at the first channel or server of the process.
+os.environ.setdefault("GRPC_EXPERIMENTAL_RING_HASH_SET_REQUEST_HASH_KEY", "true")
 
 
 class Balancing(str, Enum):
@@ -48,9 +53,13 @@ def channel_options(
     balancing: Balancing = Balancing.ROUND_ROBIN,
     tls: ClientTls | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    health_checked: bool = True,
 ) -> list[tuple[str, Any]]:
+    config = json.loads(service_config(balancing))
+    if not health_checked:  # e.g. a channel that itself asks a replica for its health status
+        del config["healthCheckConfig"]
     return [
-        ("grpc.service_config", service_config(balancing)),
+        ("grpc.service_config", json.dumps(config)),
         # Fresh DNS answers soon after a pod comes or goes (default minimum is 30 s).
         ("grpc.dns_min_time_between_resolutions_ms", 2_000),
         *(tls.options() if tls else []),
@@ -63,12 +72,18 @@ def aio_channel(
     tls: ClientTls | None = None,
     balancing: Balancing = Balancing.ROUND_ROBIN,
     options: Sequence[tuple[str, Any]] = (),
+    health_checked: bool = True,
 ) -> grpc.aio.Channel:
-    """An asyncio channel to `target` (one or many replicas), TLS when `tls` is given."""
-    opts = channel_options(balancing, tls, options)
+    """An asyncio channel to `target` (one or many replicas), TLS when `tls` is given.
+
+    Under `Balancing.AFFINITY` every call whose request has a `session_id` carries it in the
+    `x-session-id` header (an interceptor), so callers need not add it themselves.
+    """
+    opts = channel_options(balancing, tls, options, health_checked)
+    interceptors = [SessionHeaderInterceptor()] if balancing == Balancing.AFFINITY else None
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=opts)
-    return grpc.aio.secure_channel(target, tls.credentials(), options=opts)
+        return grpc.aio.insecure_channel(target, options=opts, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, tls.credentials(), options=opts, interceptors=interceptors)
 
 
 def sync_channel(
@@ -81,6 +96,27 @@ def sync_channel(
     if tls is None:
         return grpc.insecure_channel(target, options=opts)
     return grpc.secure_channel(target, tls.credentials(), options=opts)
+
+
+class SessionHeaderInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Copies a request's `session_id` field into the `x-session-id` header the affinity policy hashes."""
+
+    @staticmethod
+    def _details(details: grpc.aio.ClientCallDetails, request: Any) -> grpc.aio.ClientCallDetails:
+        session_id = getattr(request, "session_id", "")
+        if not session_id:
+            return details
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata[SESSION_HEADER] = session_id
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details, request), request)
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._details(client_call_details, request), request)
 
 
 def session_metadata(session_id: str) -> list[tuple[str, str]]:

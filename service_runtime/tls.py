@@ -88,19 +88,26 @@ class ClientTls:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ClientTls | None:
-        tls = cls(args.tls_ca or "", args.tls_cert or "", args.tls_key or "", args.tls_server_name or "")
+        tls = cls(
+            args.service_tls_ca or "",
+            args.service_tls_cert or "",
+            args.service_tls_key or "",
+            args.service_tls_server_name or "",
+        )
         return tls.checked() if (tls.ca or tls.cert or tls.key) else None
 
     def checked(self) -> ClientTls:
         if bool(self.cert) != bool(self.key):
-            raise TlsConfigError("a client certificate needs both --tls-cert and --tls-key (VOICE_TLS_CERT/KEY)")
+            raise TlsConfigError(
+                "a client certificate needs both --service-tls-cert and --service-tls-key (VOICE_TLS_CERT/KEY)"
+            )
         return self
 
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
-            root_certificates=_read(self.ca, "--tls-ca") if self.ca else None,
-            private_key=_read(self.key, "--tls-key") if self.key else None,
-            certificate_chain=_read(self.cert, "--tls-cert") if self.cert else None,
+            root_certificates=_read(self.ca, "--service-tls-ca") if self.ca else None,
+            private_key=_read(self.key, "--service-tls-key") if self.key else None,
+            certificate_chain=_read(self.cert, "--service-tls-cert") if self.cert else None,
         )
 
     def options(self) -> list[tuple[str, Any]]:
@@ -112,20 +119,23 @@ class ClientTls:
 
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """--service-tls-* flags: how a client reaches TLS services (env VOICE_TLS_*)."""
     env = os.environ
     parser.add_argument(
-        "--tls-ca",
+        "--service-tls-ca",
         default=env.get("VOICE_TLS_CA", ""),
-        help="CA that signed the services' certificates (env VOICE_TLS_CA)",
+        help="CA that signed the services' certificates; turns TLS on (env VOICE_TLS_CA)",
     )
     parser.add_argument(
-        "--tls-cert",
+        "--service-tls-cert",
         default=env.get("VOICE_TLS_CERT", ""),
-        help="client certificate for mutual TLS (env VOICE_TLS_CERT)",
+        help="client certificate for services that require mutual TLS (env VOICE_TLS_CERT)",
     )
-    parser.add_argument("--tls-key", default=env.get("VOICE_TLS_KEY", ""), help="its private key (env VOICE_TLS_KEY)")
     parser.add_argument(
-        "--tls-server-name",
+        "--service-tls-key", default=env.get("VOICE_TLS_KEY", ""), help="its private key (env VOICE_TLS_KEY)"
+    )
+    parser.add_argument(
+        "--service-tls-server-name",
         default=env.get("VOICE_TLS_SERVER_NAME", ""),
         help="name expected in the services' certificates when it is not the target host (env VOICE_TLS_SERVER_NAME)",
     )
