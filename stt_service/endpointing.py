@@ -85,8 +85,8 @@ class EndpointConfig:
     post_pad_ms: int = 200  # audio after the last voiced frame given to the decoder
     hints: bool = False  # the client sends end-of-turn probabilities for candidate texts
     hinted_endpoint_ms: int = 200  # silence that ends an utterance the hint calls finished
-    hint_high: float = 0.6  # at or above: finished (hinted_endpoint_ms)
-    hint_low: float = 0.2  # at or below: unfinished (endpoint_ms)
+    hint_high: float = 0.7  # at or above: finished (hinted_endpoint_ms)
+    hint_low: float = 0.45  # at or below: unfinished (endpoint_ms)
 
 
 class ActionKind(enum.Enum):
