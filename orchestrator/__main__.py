@@ -29,7 +29,7 @@ from orchestrator.audio import (
     load_wav_pcm16,
 )
 from orchestrator.clients import ServiceCallError, ServiceDownError, check_services
-from orchestrator.config import SERVICE_NAMES, ServiceAddresses
+from orchestrator.config import SERVICE_NAMES, ServiceAddresses, Settings
 from orchestrator.conversation import Conversation
 from orchestrator.events import ConversationEvent, EventKind
 from orchestrator.report import waterfall
@@ -143,19 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _conversation(args: argparse.Namespace, sink: AudioSink, printer: Printer, barge_in: bool) -> Conversation:
+    settings = Settings.from_args(args)
     return Conversation(
-        ServiceAddresses.from_args(args),
-        mode=args.mode,
-        session_id=args.session_id,
-        barge_in=barge_in,
-        preemptive=not args.no_preemptive,
-        sink=sink,
-        voice=args.voice,
-        max_tokens=args.max_tokens,
-        endpoint_silence_ms=args.endpoint_silence_ms,
-        candidate_silence_ms=args.candidate_silence_ms,
-        min_endpoint_silence_ms=args.min_endpoint_silence_ms,
-        listener=printer,
+        ServiceAddresses.from_args(args), **settings.keywords(), barge_in=barge_in, sink=sink, listener=printer
     )
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Self
 
 from service_runtime.tls import ClientTls, add_client_arguments
 from voice.llm.v1 import llm_pb2
@@ -68,7 +68,8 @@ class Settings:
     """A conversation's options, as passed to `Conversation` (0 / "" / None: the service's default)."""
 
     mode: Mode = "streaming"
-    session_id: str = ""
+    session_id: str = ""  # "": a new random one
+    preemptive: bool = True
     language: str = ""
     voice: str = ""
     max_tokens: int = 0
@@ -76,3 +77,22 @@ class Settings:
     endpoint_silence_ms: int = 0
     candidate_silence_ms: int = 0
     min_endpoint_silence_ms: int = 0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> Self:
+        """From the flags `orchestrator talk / demo / web` share (see `orchestrator.__main__`)."""
+        options: dict[str, Any] = {
+            "mode": args.mode,
+            "session_id": args.session_id or "",
+            "preemptive": not args.no_preemptive,
+            "voice": args.voice,
+            "max_tokens": args.max_tokens,
+            "endpoint_silence_ms": args.endpoint_silence_ms,
+            "candidate_silence_ms": args.candidate_silence_ms,
+            "min_endpoint_silence_ms": args.min_endpoint_silence_ms,
+        }
+        return cls(**{**options, **overrides})
+
+    def keywords(self) -> dict[str, Any]:
+        """These settings as `Conversation` keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(Settings)}

@@ -74,6 +74,7 @@ class Conversation:
         self.settings = Settings(
             mode=mode,
             session_id=session_id or f"conv-{uuid.uuid4().hex[:12]}",
+            preemptive=preemptive,
             language=language,
             voice=voice,
             max_tokens=max_tokens,
@@ -83,7 +84,6 @@ class Conversation:
             min_endpoint_silence_ms=min_endpoint_silence_ms,
         )
         self.barge_in = barge_in
-        self.preemptive = preemptive
         self.sink: AudioSink = sink if sink is not None else MemorySink()
         self.listener = listener
         self.results: list[TurnResult] = []
@@ -104,6 +104,10 @@ class Conversation:
     @property
     def session_id(self) -> str:
         return self.settings.session_id
+
+    @property
+    def preemptive(self) -> bool:
+        return self.settings.preemptive
 
     async def check_services(self, timeout_s: float = 2.0) -> None:
         """Raise ServiceDownError naming the first service that is not SERVING."""

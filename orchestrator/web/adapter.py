@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Self
 
 from orchestrator import (
     Conversation,
@@ -20,13 +20,11 @@ from orchestrator import (
     ServiceDownError,
     TurnResult,
 )
-from orchestrator.config import SERVICE_NAMES
+from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.report import jaeger_link
 from service_runtime import telemetry
-from voice.llm.v1 import llm_pb2
 
 Send = Callable[[dict[str, Any]], None]
-Mode = Literal["streaming", "sync"]
 
 # Waterfall rows: (key in the `turn` event, label), in the order of the turn.
 WATERFALL = [
@@ -39,47 +37,17 @@ WATERFALL = [
 
 
 @dataclass(frozen=True)
-class ConversationOptions:
-    """What every web conversation is created with (from the command line)."""
+class ConversationOptions(Settings):
+    """What every web conversation is created with (from the command line); each gets its own session."""
 
     addresses: ServiceAddresses = field(default_factory=ServiceAddresses)
-    mode: Mode = "streaming"
-    preemptive: bool = True
-    voice: str = ""
-    max_tokens: int = 0
-    endpoint_silence_ms: int = 0
-    candidate_silence_ms: int = 0
-    min_endpoint_silence_ms: int = 0
-    sampling: llm_pb2.SamplingOptions | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ConversationOptions:
-        return cls(
-            addresses=ServiceAddresses.from_args(args),
-            mode=args.mode,
-            preemptive=not args.no_preemptive,
-            voice=args.voice,
-            max_tokens=args.max_tokens,
-            endpoint_silence_ms=args.endpoint_silence_ms,
-            candidate_silence_ms=args.candidate_silence_ms,
-            min_endpoint_silence_ms=args.min_endpoint_silence_ms,
-        )
+    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> Self:
+        return super().from_args(args, addresses=ServiceAddresses.from_args(args), session_id="", **overrides)
 
     def conversation(self, *, sink: Any, listener: Callable[[ConversationEvent], None], barge_in: bool) -> Conversation:
-        return Conversation(
-            self.addresses,
-            mode=self.mode,
-            barge_in=barge_in,
-            preemptive=self.preemptive,
-            sink=sink,
-            voice=self.voice,
-            max_tokens=self.max_tokens,
-            endpoint_silence_ms=self.endpoint_silence_ms,
-            candidate_silence_ms=self.candidate_silence_ms,
-            min_endpoint_silence_ms=self.min_endpoint_silence_ms,
-            sampling=self.sampling,
-            listener=listener,
-        )
+        return Conversation(self.addresses, **self.keywords(), barge_in=barge_in, sink=sink, listener=listener)
 
 
 def turn_event(result: TurnResult, index: int, speech_end_sample: int | None) -> dict[str, Any]:
