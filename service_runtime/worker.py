@@ -86,9 +86,12 @@ class ModelWorker:
         with self._cond:
             if self._closed:
                 raise QueueFullError("the model worker is shutting down")
-            if self.max_queue is not None and self.busy and len(self._queue) >= self.max_queue:
+            # Jobs ahead of this one; all but one of them (running, or about to be picked up) wait.
+            # Counted this way, the limit does not depend on how soon the thread picks up a job.
+            ahead = len(self._queue) + (self._active is not None)
+            if self.max_queue is not None and ahead > self.max_queue:
                 raise QueueFullError(
-                    f"{len(self._queue)} requests already wait for the model (limit --max-queue {self.max_queue}); retry later"
+                    f"{ahead - 1} requests already wait for the model (limit --max-queue {self.max_queue}); retry later"
                 )
             self._queue.append(job)
             self._cond.notify_all()

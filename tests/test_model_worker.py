@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from service_runtime.worker import Cancelled, ModelWorker
+from service_runtime.worker import Cancelled, Job, ModelWorker, QueueFullError
 
 WAIT_S = 10.0
 
@@ -73,3 +73,18 @@ def test_close_ends_waiting_callers() -> None:
         assert await running is True
 
     asyncio.run(main())
+
+
+def test_queue_limit_does_not_depend_on_when_the_thread_picks_up_a_job() -> None:
+    """Submitted before the thread starts the first job: that job is not 'waiting'."""
+
+    class StalledWorker(ModelWorker):  # its thread never picks up a job: the worst case of that race
+        def _loop(self) -> None:
+            return
+
+    worker = StalledWorker("test-worker", max_queue=2)
+    jobs = [Job(lambda j: None) for _ in range(4)]
+    for job in jobs[:3]:
+        worker.submit(job)  # one would run, two wait
+    with pytest.raises(QueueFullError, match="2 requests already wait"):
+        worker.submit(jobs[3])
