@@ -48,32 +48,28 @@ class _SamplingProto(Protocol):
     def HasField(self, name: str) -> bool: ...
 
 
-def validate_session_id(session_id: str, required: bool = False) -> None:
-    if not session_id:
+def _check_id(field: str, value: str, required: bool) -> None:
+    """Empty is allowed unless `required`; otherwise the session id alphabet and length."""
+    if not value:
         if required:
-            raise invalid("session_id is required (letters, digits, '-', '_', '.', ':' up to 128 characters)")
+            raise invalid(f"{field} is required (letters, digits, '-', '_', '.', ':' up to 128 characters)")
         return
-    if not SESSION_ID.match(session_id):
-        shown = session_id if len(session_id) <= 40 else session_id[:40] + "..."
+    if not SESSION_ID.match(value):
+        shown = value if len(value) <= 40 else value[:40] + "..."
         raise invalid(
-            f"session_id {shown!r} is malformed: use letters, digits, '-', '_', '.', ':' "
-            f"and at most 128 characters (got {len(session_id)})"
+            f"{field} {shown!r} is malformed: use letters, digits, '-', '_', '.', ':' "
+            f"and at most 128 characters (got {len(value)})"
         )
+
+
+def validate_session_id(session_id: str, required: bool = False) -> None:
+    _check_id("session_id", session_id, required)
 
 
 def validate_turn_id(turn_id: str, session_id: str = "", required: bool = False) -> None:
     """GenerateRequest.turn_id (needs a session) / DiscardTurnRequest.turn_id (required)."""
-    if not turn_id:
-        if required:
-            raise invalid("turn_id is required (letters, digits, '-', '_', '.', ':' up to 128 characters)")
-        return
-    if not SESSION_ID.match(turn_id):
-        shown = turn_id if len(turn_id) <= 40 else turn_id[:40] + "..."
-        raise invalid(
-            f"turn_id {shown!r} is malformed: use letters, digits, '-', '_', '.', ':' "
-            f"and at most 128 characters (got {len(turn_id)})"
-        )
-    if not required and not session_id:
+    _check_id("turn_id", turn_id, required)
+    if turn_id and not required and not session_id:
         raise invalid("turn_id needs a session_id: turns are stored (and discarded) in a session")
 
 

@@ -179,24 +179,22 @@ def _date_us(m: re.Match[str]) -> str:
     return f"{_MONTHS[mo - 1]} {numbers.ordinal(d)}, {numbers.year(y)}"
 
 
-def _date_month_day(m: re.Match[str]) -> str:
-    day = int(m.group(2))
+def _spoken_date(m: re.Match[str], day_group: int, month_group: int, day_first: bool) -> str:
+    """'March 3rd, 2024' or 'the 3rd of March, 2024'; the match unchanged when the day cannot be one."""
+    day = int(m.group(day_group))
     if not 1 <= day <= 31:
         return m.group(0)
-    out = f"{_month(m.group(1))} {numbers.ordinal(day)}"
-    if m.group(3):
-        out += f", {numbers.year(int(m.group(3)))}"
-    return out
+    month, ordinal = _month(m.group(month_group)), numbers.ordinal(day)
+    out = f"the {ordinal} of {month}" if day_first else f"{month} {ordinal}"
+    return out + (f", {numbers.year(int(m.group(3)))}" if m.group(3) else "")
+
+
+def _date_month_day(m: re.Match[str]) -> str:
+    return _spoken_date(m, 2, 1, day_first=False)
 
 
 def _date_day_month(m: re.Match[str]) -> str:
-    day = int(m.group(1))
-    if not 1 <= day <= 31:
-        return m.group(0)
-    out = f"the {numbers.ordinal(day)} of {_month(m.group(2))}"
-    if m.group(3):
-        out += f", {numbers.year(int(m.group(3)))}"
-    return out
+    return _spoken_date(m, 1, 2, day_first=True)
 
 
 def _time(m: re.Match[str]) -> str:
