@@ -20,6 +20,7 @@ import pytest
 
 from orchestrator.config import ServiceAddresses
 from orchestrator.web import protocol
+from orchestrator.web.adapter import TurnLog
 from orchestrator.web.server import STATIC
 from tests.web_fakes import REPLY, web_server
 
@@ -77,9 +78,16 @@ async def still_serving(url: str) -> None:
         assert (await ws.receive_json(timeout=10))["type"] == "ready"
 
 
-def test_a_turn_over_the_socket_gives_transcript_reply_audio_and_waterfall() -> None:
+def test_a_turn_over_the_socket_gives_transcript_reply_audio_and_waterfall(tmp_path: Path) -> None:
+    turns_jsonl = tmp_path / "turns.jsonl"
+
     async def scenario() -> list[dict[str, Any]]:
-        async with web_server() as (url, _fakes), aiohttp.ClientSession() as http, http.ws_connect(ws_url(url)) as ws:
+        log = TurnLog(quiet=True, json_path=turns_jsonl)
+        async with (
+            web_server(log=log) as (url, _fakes),
+            aiohttp.ClientSession() as http,
+            http.ws_connect(ws_url(url)) as ws,
+        ):
             await ws.send_json(START)
             ready = await ws.receive_json(timeout=10)
             assert ready["type"] == "ready" and ready["barge_in"] is True and ready["frame_bytes"] == 640
@@ -112,6 +120,9 @@ def test_a_turn_over_the_socket_gives_transcript_reply_audio_and_waterfall() -> 
     assert len(turn["trace_id"]) == 32 and turn["trace_url"] is None  # no OTLP endpoint: no dead link
     # Speech ended at 600 ms of input (sample 9600); the mapping back is to within a frame or so.
     assert turn["speech_end_sample"] is not None and abs(turn["speech_end_sample"] - 9600) <= 3 * 320
+    # --json: the server appends the turn like `talk --json` does.
+    [record] = [json.loads(line) for line in turns_jsonl.read_text().splitlines()]
+    assert record["transcript"] == "hello agent" and record["input"] == "web" and record["trace_id"] == turn["trace_id"]
 
 
 @pytest.mark.parametrize(
@@ -193,6 +204,26 @@ def test_a_service_that_is_down_is_named() -> None:
     assert events[-1]["code"] == "service_down" and events[-1]["service"] == "llm-service", events
     assert "llm-service is not reachable at 127.0.0.1:9" in events[-1]["message"]
     assert reason.startswith("llm-service is not reachable")
+
+
+def test_a_service_that_goes_down_mid_conversation_is_named() -> None:
+    async def scenario() -> tuple[int | None, str, list[dict[str, Any]]]:
+        async with web_server() as (url, fakes), aiohttp.ClientSession() as http, http.ws_connect(ws_url(url)) as ws:
+            await ws.send_json(START)
+            assert (await ws.receive_json(timeout=10))["type"] == "ready"
+            await fakes.server.stop(None)  # all three go: the open STT stream is the first to notice
+            events: list[dict[str, Any]] = []
+            while True:
+                msg = await ws.receive(timeout=30)
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    events.append(json.loads(msg.data))
+                elif msg.type == aiohttp.WSMsgType.CLOSE:
+                    return ws.close_code, str(msg.extra or ""), events
+
+    code, reason, events = run(scenario)
+    assert code == protocol.CLOSE_INTERNAL, (code, reason, events)
+    assert events[-1]["type"] == "error" and events[-1]["service"] == "stt-service", events
+    assert reason.startswith("stt-service"), reason
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,10 @@ event of the web protocol (docs/WEB.md) and hands it to `send`.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self
 
 from orchestrator import (
@@ -71,6 +73,28 @@ def turn_event(result: TurnResult, index: int, speech_end_sample: int | None) ->
     }
 
 
+@dataclass(frozen=True)
+class TurnLog:
+    """The server's console: one line per session start/end and per turn; `--json` appends each turn."""
+
+    quiet: bool = False
+    json_path: Path | None = None
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def turn(self, result: TurnResult, index: int) -> None:
+        dead_air = "-" if result.dead_air_ms is None else f"{result.dead_air_ms:.0f} ms"
+        cut = " (barge-in)" if result.barge_in else ""
+        self.line(
+            f"{result.session_id} turn {index}: dead air {dead_air}{cut} · {result.transcript!r} → {result.heard_reply!r}"
+        )
+        if self.json_path is not None:
+            with self.json_path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps({**result.as_dict(), "input": "web"}, ensure_ascii=False) + "\n")
+
+
 def error_event(error: BaseException) -> dict[str, Any]:
     """An `error` event; a service failure names the service."""
     if isinstance(error, ServiceDownError | ServiceCallError):
@@ -87,9 +111,12 @@ def error_event(error: BaseException) -> dict[str, Any]:
 class EventAdapter:
     """A `Conversation` listener that sends each UI event to the page as JSON."""
 
-    def __init__(self, send: Send, speech_end_sample: Callable[[TurnResult], int | None]) -> None:
+    def __init__(
+        self, send: Send, speech_end_sample: Callable[[TurnResult], int | None], log: TurnLog | None = None
+    ) -> None:
         self._send = send
         self._speech_end_sample = speech_end_sample
+        self._log = log or TurnLog(quiet=True)
         self.turns = 0
 
     def __call__(self, event: ConversationEvent) -> None:
@@ -98,6 +125,7 @@ class EventAdapter:
             if event.result is not None:
                 self.turns += 1
                 self._send(turn_event(event.result, self.turns, self._speech_end_sample(event.result)))
+                self._log.turn(event.result, self.turns)
         elif kind is EventKind.SPEECH_STARTED or kind is EventKind.RETRACTED:
             self._send({"type": kind.value})
         elif kind is EventKind.REPLY_DELTA:

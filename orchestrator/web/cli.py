@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from orchestrator import ServiceDownError, check_services
-from orchestrator.web.adapter import ConversationOptions
+from orchestrator.web.adapter import ConversationOptions, TurnLog
 from orchestrator.web.server import WebOptions, run_server
 
 
@@ -52,6 +52,7 @@ def web_options(args: argparse.Namespace) -> WebOptions:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         conversation=ConversationOptions.from_args(args),
+        log=TurnLog(quiet=args.quiet, json_path=args.json),
     )
 
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from orchestrator.web import protocol
-from orchestrator.web.adapter import ConversationOptions
+from orchestrator.web.adapter import ConversationOptions, TurnLog
 from orchestrator.web.session import WebSession
 
 log = logging.getLogger("orchestrator.web")
@@ -36,6 +36,7 @@ class WebOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     conversation: ConversationOptions = field(default_factory=ConversationOptions)
+    log: TurnLog = field(default_factory=lambda: TurnLog(quiet=True))
 
     @property
     def scheme(self) -> str:
@@ -95,7 +96,7 @@ async def socket(request: web.Request) -> web.StreamResponse:
         await ws.send_json({"type": "error", "code": "too_many_sessions", "message": reason})
         await ws.close(code=protocol.CLOSE_TRY_LATER, message=protocol.close_reason(reason))
         return ws
-    session = WebSession(ws, options.conversation)
+    session = WebSession(ws, options.conversation, options.log, peer=request.remote or "?")
     sessions.add(session)
     try:
         await session.run()

@@ -21,7 +21,7 @@ from aiohttp import WSMsgType, web
 from orchestrator import TurnResult, check_services
 from orchestrator.audio import PlayoutSink
 from orchestrator.web import protocol
-from orchestrator.web.adapter import ConversationOptions, EventAdapter, error_event
+from orchestrator.web.adapter import ConversationOptions, EventAdapter, TurnLog, error_event
 from orchestrator.web.protocol import ProtocolError
 
 log = logging.getLogger("orchestrator.web")
@@ -82,9 +82,13 @@ class InputClock:
 class WebSession:
     """Runs one conversation over an open WebSocket until either side ends it."""
 
-    def __init__(self, ws: web.WebSocketResponse, options: ConversationOptions) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, options: ConversationOptions, log: TurnLog | None = None, peer: str = "?"
+    ) -> None:
         self.ws = ws
         self.options = options
+        self.log = log or TurnLog(quiet=True)
+        self.peer = peer
         self.out: asyncio.Queue[Outgoing] = asyncio.Queue()
         self.sink = SocketSink(self.out)
         self.frames: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -171,7 +175,7 @@ class WebSession:
             event = error_event(error)
             self.send(event)
             raise _ServiceFailure(event["message"]) from None
-        adapter = EventAdapter(self.send, self._speech_end_sample)
+        adapter = EventAdapter(self.send, self._speech_end_sample, self.log)
         conversation = self.options.conversation(sink=self.sink, listener=adapter, barge_in=start.barge_in)
         self.send(
             {
@@ -182,6 +186,9 @@ class WebSession:
                 "barge_in": start.barge_in,
                 "frame_bytes": protocol.FRAME_BYTES,
             }
+        )
+        self.log.line(
+            f"{conversation.session_id} started (page at {self.peer}, barge-in {'on' if start.barge_in else 'off'})"
         )
         runner = asyncio.create_task(conversation.run(self._source(), pace=True))
         reader = asyncio.create_task(self._read_frames())
@@ -205,6 +212,7 @@ class WebSession:
             await asyncio.gather(runner, reader, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await conversation.close()
+            self.log.line(f"{conversation.session_id} ended after {adapter.turns} turns")
 
     async def _read_frames(self) -> bool:
         """Microphone frames into the conversation until the page says stop (True) or goes away."""
