@@ -31,10 +31,16 @@ FLAGS = [
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "images"
 
 
+def chromium_path() -> str | None:
+    """The system Chromium (env CHROMIUM overrides), or None."""
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    return path if Path(path).exists() else None
+
+
 def chromium() -> str:
     """The system Chromium, or skip the test saying how to install it."""
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
+    path = chromium_path()
+    if path is None:
         pytest.skip(f"no Chromium installed: {CHROMIUM_HINT}")
     try:
         import playwright  # noqa: F401

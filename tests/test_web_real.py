@@ -1,5 +1,4 @@
-"""The playground page in headless Chromium against the three real services (bundled models):
-the session's shared stack (tests/conftest.py).
+"""The playground page in headless Chromium against the three real services (bundled models).
 
 Chromium's fake microphone plays a spoken WAV once (fixtures spliced with silence), through the
 page's real capture path (getUserMedia with echo cancellation, the 16 kHz worklet, the socket).
@@ -16,36 +15,32 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from orchestrator import ServiceAddresses
-from orchestrator.audio import STT_SAMPLE_RATE_HZ, load_wav_pcm16, write_wav
+from orchestrator.audio import STT_SAMPLE_RATE_HZ, write_wav
 from orchestrator.web.adapter import ConversationOptions
 from orchestrator.web.server import WebOptions, start_server
-from tests.browser import SCREENSHOTS, chromium, page, wait_for
-from tests.helpers import AUDIO, GREEDY, words
+from tests.browser import CHROMIUM_HINT, SCREENSHOTS, chromium_path, page, wait_for
+from tests.helpers import GREEDY, pcm, silence_ms, words
 from tests.stack import Stack
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
-pytestmark = pytest.mark.real
+# No browser: skip before the session's real stack is started for this module.
+pytestmark = [pytest.mark.real, pytest.mark.skipif(chromium_path() is None, reason=f"no Chromium: {CHROMIUM_HINT}")]
 
 TURN_S = 180.0  # generous: a 2-core machine shared with other work
 
 
 def spoken(path: Path, *parts: str | float) -> Path:
     """A 16 kHz WAV of fixture clips (by name) and silences (seconds), in order."""
-    pcm = b"".join(
-        bytes(int(part * STT_SAMPLE_RATE_HZ) * 2) if isinstance(part, float) else load_wav_pcm16(AUDIO / part)
-        for part in parts
-    )
-    write_wav(path, pcm, STT_SAMPLE_RATE_HZ)
+    audio = b"".join(silence_ms(int(part * 1000)) if isinstance(part, float) else pcm(part) for part in parts)
+    write_wav(path, audio, STT_SAMPLE_RATE_HZ)
     return path
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def addresses(stack: Stack) -> ServiceAddresses:
-    chromium()  # no browser: skip
     return stack.addresses  # type: ignore[no-any-return]
 
 
@@ -59,11 +54,9 @@ async def playground(addresses: ServiceAddresses, **conversation: Any) -> AsyncI
         await runner.cleanup()
 
 
-async def history(addresses: ServiceAddresses, session_id: str) -> list[tuple[str, str]]:
-    async with grpc.aio.insecure_channel(addresses.llm) as channel:
-        reply = await llm_pb2_grpc.LanguageModelStub(channel).GetSession(
-            llm_pb2.GetSessionRequest(session_id=session_id), timeout=10
-        )
+async def history(llm: llm_pb2_grpc.LanguageModelStub, session_id: str) -> list[tuple[str, str]]:
+    """The LLM's record of the page's conversation (read before the page closes: that resets it)."""
+    reply = await asyncio.to_thread(llm.GetSession, llm_pb2.GetSessionRequest(session_id=session_id), timeout=10)
     return [(m.role, m.content) for m in reply.messages if m.role != "system"]
 
 
@@ -72,7 +65,7 @@ def turn_done(index: int) -> str:
 
 
 def test_two_spoken_turns_show_transcript_reply_waterfall_and_keep_the_memory(
-    addresses: ServiceAddresses, tmp_path: Path
+    addresses: ServiceAddresses, llm: llm_pb2_grpc.LanguageModelStub, tmp_path: Path
 ) -> None:
     microphone = spoken(tmp_path / "two_turns.wav", 0.5, "timer.wav", 2.0, "tokyo_time.wav", 3.0)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -97,7 +90,7 @@ def test_two_spoken_turns_show_transcript_reply_waterfall_and_keep_the_memory(
             await wait_for(tab, "window.voiceAgent.state === 'listening'", TURN_S, "the second reply played")
             agent = await tab.evaluate("window.voiceAgent")
             dead_air = await tab.locator('.turn .row[data-key="dead_air_ms"] .ms').all_inner_texts()
-            messages = await history(addresses, agent["sessionId"])  # before the page goes (that resets it)
+            messages = await history(llm, agent["sessionId"])  # before the page goes (that resets it)
             return agent, dead_air, messages
 
     agent, dead_air, messages = asyncio.run(asyncio.wait_for(scenario(), 3 * TURN_S))
@@ -124,7 +117,7 @@ def test_two_spoken_turns_show_transcript_reply_waterfall_and_keep_the_memory(
 
 
 def test_speaking_while_the_agent_talks_stops_it_and_the_history_keeps_what_was_heard(
-    addresses: ServiceAddresses, tmp_path: Path
+    addresses: ServiceAddresses, llm: llm_pb2_grpc.LanguageModelStub, tmp_path: Path
 ) -> None:
     # A long reply (150 tokens, tens of seconds of speech) starts a few seconds after the first
     # question; the second question starts 10 s after the first ends: mid-reply.
@@ -136,7 +129,7 @@ def test_speaking_while_the_agent_talks_stops_it_and_the_history_keeps_what_was_
             await tab.click("#start")  # barge-in is on by default
             await wait_for(tab, turn_done(1), 2 * TURN_S, "the interrupted turn and the next one")
             agent = await tab.evaluate("window.voiceAgent")
-            messages = await history(addresses, agent["sessionId"])
+            messages = await history(llm, agent["sessionId"])
             return agent, messages
 
     agent, messages = asyncio.run(asyncio.wait_for(scenario(), 3 * TURN_S))
