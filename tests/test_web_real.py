@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from orchestrator import ServiceAddresses
 from orchestrator.audio import STT_SAMPLE_RATE_HZ, write_wav
@@ -65,7 +66,10 @@ def turn_done(index: int) -> str:
 
 
 def test_two_spoken_turns_show_transcript_reply_waterfall_and_keep_the_memory(
-    addresses: ServiceAddresses, llm: llm_pb2_grpc.LanguageModelStub, tmp_path: Path
+    addresses: ServiceAddresses,
+    llm: llm_pb2_grpc.LanguageModelStub,
+    tmp_path: Path,
+    span_exporter: InMemorySpanExporter,  # a tracer provider, as `orchestrator web` sets up: turns have traces
 ) -> None:
     microphone = spoken(tmp_path / "two_turns.wav", 0.5, "timer.wav", 2.0, "tokyo_time.wav", 3.0)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -113,6 +117,7 @@ def test_two_spoken_turns_show_transcript_reply_waterfall_and_keep_the_memory(
     assert [role for role, _ in messages] == ["user", "assistant", "user", "assistant"], messages
     assert messages[0][1] == first["transcript"] and messages[2][1] == second["transcript"]
     assert messages[1][1] == first["reply"] and messages[3][1] == second["reply"]
+    assert first["traceId"] and first["traceId"] != second["traceId"], "each turn is its own trace"
     assert screenshot.stat().st_size > 10_000
 
 

@@ -55,6 +55,7 @@ class ConversationOptions(Settings):
 def turn_event(result: TurnResult, index: int, speech_end_sample: int | None) -> dict[str, Any]:
     """The `turn` event: transcript, reply, what was heard and the latency waterfall."""
     record = result.as_dict()
+    trace_id = result.trace_id if result.trace_id.strip("0") else None  # no tracer provider: not recorded
     return {
         "type": "turn",
         "index": index,
@@ -67,8 +68,8 @@ def turn_event(result: TurnResult, index: int, speech_end_sample: int | None) ->
         "audio_s": round(result.audio_s, 3),
         "total_ms": record["total_ms"],
         "waterfall": [{"key": key, "label": label, "ms": record[key]} for key, label in WATERFALL],
-        "trace_id": result.trace_id,
-        "trace_url": jaeger_link(result.trace_id) if telemetry.exporting() else None,
+        "trace_id": trace_id,
+        "trace_url": jaeger_link(trace_id) if trace_id and telemetry.exporting() else None,
         "speech_end_sample": speech_end_sample,
     }
 

@@ -339,7 +339,10 @@ function renderWaterfall(turn, m) {
     rows.appendChild(row);
   }
   const link = box.querySelector(".trace");
-  if (m.trace_url) {
+  if (!m.trace_id) {
+    link.removeAttribute("href");
+    link.textContent = "trace not recorded (the server set up no tracer provider)";
+  } else if (m.trace_url) {
     link.href = m.trace_url;
     link.textContent = `trace ${m.trace_id.slice(0, 8)}… in Jaeger`;
   } else {
