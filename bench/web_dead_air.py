@@ -150,7 +150,7 @@ def main() -> None:
             procs = {kind: ServiceProcess(kind) for kind in ("stt", "llm", "tts")}
             for proc in procs.values():
                 proc.wait_serving(300)
-            addresses = ServiceAddresses(**{kind: proc.address for kind, proc in procs.items()})
+            addresses = ServiceAddresses(stt=procs["stt"].address, llm=procs["llm"].address, tts=procs["tts"].address)
         rows = asyncio.run(measure(addresses, args.rounds))
     finally:
         for proc in procs.values():
