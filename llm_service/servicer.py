@@ -37,12 +37,15 @@ from llm_service.sessions import (
     Session,
     SessionLimitError,
     SessionStore,
+    TurnCounters,
     discard_turn,
     fit_history,
+    holds_prefix,
 )
 from llm_service.validation import (
     Limits,
     RequestError,
+    validate_history,
     validate_max_tokens,
     validate_messages,
     validate_prefill_text,
@@ -83,6 +86,7 @@ class _Score:
 class _Final:
     result: GenerationResult
     dropped: int
+    cache_hit: bool = False
 
 
 @dataclass
@@ -110,6 +114,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         self.model_calls = admission.gate(SERVICE_NAME, ["Generate", "Prefill"], 1 + config.max_queue, _BUSY)
         self.worker = ModelWorker("llm-worker", config.max_queue)
         self.sessions = SessionStore(config.session_ttl_s, config.max_sessions, on_evict=self._forget)
+        self.counters = TurnCounters()
 
     def _forget(self, session_id: str) -> None:
         engine = self._slot.engine
@@ -129,7 +134,8 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 validate_session_id(session_id)
                 validate_turn_id(turn_id, session_id)
                 session = self.sessions.get(session_id) if session_id else None
-                has_history = session is not None and len(session.messages) > 1
+                history = validate_history(request.history, session_id)
+                has_history = bool(history) or (session is not None and len(session.messages) > 1)
                 messages = validate_messages(request.messages, has_history)
                 max_tokens = validate_max_tokens(request.max_tokens, self.config.limits)
                 sampling = validate_sampling(
@@ -175,7 +181,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                     pass
 
             job = Job(
-                lambda j: self._run(j, engine, session, messages, max_tokens, sampling, emit, turn_id, score),
+                lambda j: self._run(j, engine, session, messages, max_tokens, sampling, emit, turn_id, score, history),
                 on_done=on_done,
             )
             job.submitted_at = arrived
@@ -224,15 +230,21 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         emit: Callable[[Any], None],
         turn_id: str = "",
         score: bool = False,
+        client_history: list[Message] | None = None,
     ) -> None:
         """Runs on the worker thread: fit history, generate, commit the turn (tagged with `turn_id`)."""
         if job.cancelled.is_set():
             return
         default_system = Message("system", self.config.system_prompt)
+        cache_hit = False
         if session is not None:
             with self.sessions.lock:
                 system = session.messages[0]
+                held = list(session.messages[1:])
+                if client_history is not None:  # the client's history is authoritative
+                    session.messages = [system, *client_history]
                 history = list(session.messages[1:])
+            cache_hit = holds_prefix(held, history)
             if new and new[0].role == "system":
                 system, new = new[0], new[1:]
         else:
@@ -269,7 +281,8 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             with self.sessions.lock:
                 if not turn_id or turn_id not in session.discarded:  # discarded meanwhile: store nothing
                     session.messages = [system, *kept, *stored, Message("assistant", reply, turn_id)]
-        emit(_Final(result, dropped))
+        self.counters.count(has_history=bool(history), cache_hit=cache_hit)
+        emit(_Final(result, dropped, cache_hit))
 
     @staticmethod
     def _summary(item: _Final, job: Job, arrived: float, first_delta_at: float | None) -> llm_pb2.GenerationSummary:
@@ -289,6 +302,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             queue_wait_ms=job.queue_wait_s * 1000,
             dropped_messages=item.dropped,
             text=r.text,
+            kv_cache_hit=item.cache_hit,
         )
 
     @staticmethod
@@ -303,6 +317,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             "session_id": session_id,
             "dropped_messages": s.dropped_messages,
             "finish_reason": finish.value,
+            "kv_cache_hit": s.kv_cache_hit,
         }.items():
             span.set_attribute(key, value)
 
@@ -496,4 +511,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             active_generations=self.worker.active,
             queued_generations=self.worker.queued,
             max_queued=self.worker.max_queue,
+            generations_total=self.counters.generations,
+            kv_cache_hits_total=self.counters.cache_hits,
+            kv_cache_misses_total=self.counters.cache_misses,
         )

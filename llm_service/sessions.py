@@ -160,6 +160,40 @@ def discard_turn(session: Session, turn_id: str) -> tuple[int, list[Message]]:
     return len(tagged), list(session.messages)
 
 
+def holds_prefix(held: Sequence[Message], history: Sequence[Message]) -> bool:
+    """True when this replica held a non-empty start of `history` (its KV cache then covers it).
+
+    The last held reply may differ from the client's copy (a barge-in cut it to what was heard):
+    the cache still covers everything before it.
+    """
+    if not held or not history or len(held) > len(history):
+        return False
+    last = len(held) - 1
+    same = [(m.role, m.content) for m in held[:last]] == [(m.role, m.content) for m in history[:last]]
+    if held[last].role == "assistant":
+        return same and history[last].role == "assistant"
+    return same and (held[last].role, held[last].content) == (history[last].role, history[last].content)
+
+
+@dataclass
+class TurnCounters:
+    """Generate calls run by this replica and whether their history was found in its KV cache."""
+
+    generations: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, has_history: bool, cache_hit: bool) -> None:
+        with self._lock:
+            self.generations += 1
+            if has_history:
+                if cache_hit:
+                    self.cache_hits += 1
+                else:
+                    self.cache_misses += 1
+
+
 def split_turns(history: Sequence[Message]) -> list[list[Message]]:
     """Group non-system history into turns: a message and the replies up to the next user message."""
     turns: list[list[Message]] = []

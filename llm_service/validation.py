@@ -88,6 +88,22 @@ def validate_messages(messages: Sequence[_ChatMessage], has_history: bool) -> li
     return out
 
 
+def validate_history(history: Sequence[_ChatMessage], session_id: str) -> list[Message] | None:
+    """GenerateRequest.history: None when absent; user/assistant messages (a reply may be empty)."""
+    if not history:
+        return None
+    if not session_id:
+        raise invalid("history needs a session_id (without one, send the whole conversation in messages)")
+    out: list[Message] = []
+    for i, m in enumerate(history):
+        if m.role not in ("user", "assistant"):
+            raise invalid(f"history[{i}].role {m.role!r} is not allowed; history holds 'user' and 'assistant' messages")
+        if m.role == "user" and not m.content.strip():
+            raise invalid(f"history[{i}] is an empty user message; every user message needs some text")
+        out.append(Message(m.role, m.content))
+    return out
+
+
 PREFILL_TEXT_MAX_CHARS = 4000
 
 

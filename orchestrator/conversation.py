@@ -89,7 +89,8 @@ class Conversation:
         self.results: list[TurnResult] = []
         self._tracer = turn_tracer(tracer_provider)
         self._clients = Clients(addresses)
-        self._reply = ReplyContext(self._clients, self.sink, self.settings, self._emit)
+        self._history = history.ClientHistory()
+        self._reply = ReplyContext(self._clients, self.sink, self.settings, self._emit, self._history.before)
         self._seq = 0
         self._taking = TurnTaking(barge_in=barge_in, preemptive=preemptive)
         self._turns: list[Turn] = []
@@ -196,6 +197,7 @@ class Conversation:
         if self._clients.connected:
             with contextlib.suppress(grpc.RpcError):
                 await self._clients.llm.ResetSession(llm_pb2.ResetSessionRequest(session_id=self.session_id), timeout=5)
+        self._history.clear()
         await self._clients.close()
 
     async def __aenter__(self) -> Conversation:
@@ -254,6 +256,7 @@ class Conversation:
             turn.confirmed.set()
         self._taking.started(turn)
         self._turns.append(turn)
+        self._history.add(turn)
         turn.task = asyncio.create_task(self._speak(turn))
         turn.task.add_done_callback(self._turn_ended)
         return turn
@@ -324,6 +327,7 @@ class Conversation:
         turn.done.set()
         self._taking.dropped(turn)
         self._turns = [t for t in self._turns if t is not turn]
+        self._history.remove(turn)
         self._emit(EventKind.DISCARDED, turn.transcript, turn.utterance_index)
 
     def _abort(self, turn: Turn, error: BaseException) -> None:

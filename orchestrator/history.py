@@ -1,7 +1,10 @@
 """Keeping the LLM's conversation history true to what the user heard.
 
-A barged-in reply is replaced by the part the user heard (RecordHeardReply); a discarded
-speculative reply is removed with its user message (DiscardTurn, matched by turn id).
+The orchestrator keeps the authoritative history (`ClientHistory`: what the user said and what
+they heard) and sends it with every Generate (GenerateRequest.history), so any LLM replica can
+continue the conversation when the one that served it is gone. The replica's own copy is kept
+in step too: a barged-in reply is replaced by the part the user heard (RecordHeardReply); a
+discarded speculative reply is removed with its user message (DiscardTurn, matched by turn id).
 """
 
 from __future__ import annotations
@@ -15,6 +18,35 @@ from orchestrator.turn import Turn
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
 log = logging.getLogger("orchestrator")
+
+
+class ClientHistory:
+    """The turns the user took part in, in order; a discarded (speculative) turn leaves it."""
+
+    def __init__(self) -> None:
+        self._turns: list[Turn] = []
+
+    def add(self, turn: Turn) -> None:
+        self._turns.append(turn)
+
+    def remove(self, turn: Turn) -> None:
+        self._turns = [t for t in self._turns if t is not turn]
+
+    def clear(self) -> None:
+        self._turns = []
+
+    def before(self, turn: Turn) -> list[llm_pb2.ChatMessage]:
+        """History for `turn`'s Generate: each earlier turn's words and the reply as heard."""
+        messages: list[llm_pb2.ChatMessage] = []
+        for earlier in self._turns:
+            if earlier is turn:
+                break
+            if not earlier.transcript:
+                continue
+            reply = (earlier.heard or "") if earlier.barge_in else earlier.spoken.text
+            messages.append(llm_pb2.ChatMessage(role="user", content=earlier.transcript))
+            messages.append(llm_pb2.ChatMessage(role="assistant", content=reply))
+        return messages
 
 
 async def record_heard(llm: llm_pb2_grpc.LanguageModelStub, session_id: str, turn: Turn) -> None:

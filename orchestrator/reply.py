@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,8 @@ class ReplyContext:
     sink: AudioSink
     settings: Settings
     emit: Emit
+    # The conversation so far for a turn's Generate (orchestrator.history.ClientHistory.before).
+    history: Callable[[Turn], list[llm_pb2.ChatMessage]] = lambda _turn: []
 
 
 def start_playback(ctx: ReplyContext, turn: Turn, sample_rate_hz: int) -> None:
@@ -47,8 +49,11 @@ def start_playback(ctx: ReplyContext, turn: Turn, sample_rate_hz: int) -> None:
     turn.trace.playback_started()
 
 
-def generate_request(settings: Settings, turn: Turn, *, with_turn_id: bool = True) -> llm_pb2.GenerateRequest:
+def generate_request(
+    settings: Settings, turn: Turn, *, with_turn_id: bool = True, history: Sequence[llm_pb2.ChatMessage] = ()
+) -> llm_pb2.GenerateRequest:
     return llm_pb2.GenerateRequest(
+        history=history,
         messages=[llm_pb2.ChatMessage(role="user", content=turn.transcript)],
         session_id=settings.session_id,
         max_tokens=settings.max_tokens,
@@ -63,7 +68,8 @@ async def speak_streaming(ctx: ReplyContext, turn: Turn) -> None:
         if turn.prev is not None:
             await turn.prev.llm_done.wait()  # history must hold the previous reply first
         metadata = turn.trace.metadata()
-        generate = ctx.clients.llm.Generate(generate_request(ctx.settings, turn), metadata=metadata)
+        request = generate_request(ctx.settings, turn, history=ctx.history(turn))
+        generate = ctx.clients.llm.Generate(request, metadata=metadata)
         synthesize = ctx.clients.tts.StreamingSynthesize(metadata=metadata)
         turn.calls = {"llm": generate, "tts": synthesize}
         audio_q: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()

@@ -46,7 +46,7 @@ async def speak_sync(ctx: ReplyContext, turn: Turn, clip: bytes) -> None:
         if recognized.text.strip():
             turn.transcript = recognized.text.strip()
         kind = "llm"
-        request = generate_request(settings, turn, with_turn_id=False)
+        request = generate_request(settings, turn, with_turn_id=False, history=ctx.history(turn))
         async for message in clients.llm.Generate(request, metadata=metadata):
             if message.text:
                 turn.mark(Mark.FIRST_TOKEN)

@@ -24,49 +24,49 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voice/llm/v1/llm.proto\x12\x0cvoice.llm.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xc3\x01\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1b\n\x0erepeat_penalty\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\rH\x04\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x11\n\x0f_repeat_penaltyB\x07\n\x05_seed\"\xc3\x01\n\x0fGenerateRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.voice.llm.v1.ChatMessage\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12/\n\x08sampling\x18\x04 \x01(\x0b\x32\x1d.voice.llm.v1.SamplingOptions\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\x12\x19\n\x11score_end_of_turn\x18\x06 \x01(\x08\"\x90\x02\n\x11GenerationSummary\x12\x31\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1a.voice.llm.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\r\x12\x1e\n\x16time_to_first_token_ms\x18\x05 \x01(\x02\x12\x19\n\x11tokens_per_second\x18\x06 \x01(\x02\x12\x15\n\rqueue_wait_ms\x18\x07 \x01(\x02\x12\x18\n\x10\x64ropped_messages\x18\x08 \x01(\r\x12\x0c\n\x04text\x18\t \x01(\t\"\x92\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12.\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1f.voice.llm.v1.GenerationSummary\x12$\n\x17\x65nd_of_turn_probability\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x1a\n\x18_end_of_turn_probability\")\n\x13ResetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"0\n\x14ResetSessionResponse\x12\x18\n\x10\x64ropped_messages\x18\x01 \x01(\r\"A\n\x17RecordHeardReplyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nheard_text\x18\x02 \x01(\t\"/\n\x18RecordHeardReplyResponse\x12\x13\n\x0bstored_text\x18\x01 \x01(\t\"9\n\x12\x44iscardTurnRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\"/\n\x13\x44iscardTurnResponse\x12\x18\n\x10removed_messages\x18\x01 \x01(\r\"2\n\x0ePrefillRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xa6\x01\n\x0fPrefillResponse\x12\x1f\n\x17\x65nd_of_turn_probability\x18\x01 \x01(\x02\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\x12\x12\n\nprefill_ms\x18\x04 \x01(\x02\x12\x15\n\rqueue_wait_ms\x18\x05 \x01(\x02\x12\x12\n\nsuperseded\x18\x06 \x01(\x08\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"q\n\x12GetSessionResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.voice.llm.v1.ChatMessage\x12\x16\n\x0ehistory_tokens\x18\x02 \x01(\r\x12\x16\n\x0e\x63ontext_tokens\x18\x03 \x01(\r\"\x11\n\x0fGetStatsRequest\"\x8b\x01\n\x10GetStatsResponse\x12\x15\n\rlive_sessions\x18\x01 \x01(\r\x12\x14\n\x0cmax_sessions\x18\x02 \x01(\r\x12\x1a\n\x12\x61\x63tive_generations\x18\x03 \x01(\r\x12\x1a\n\x12queued_generations\x18\x04 \x01(\r\x12\x12\n\nmax_queued\x18\x05 \x01(\r*C\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x08\n\x04STOP\x10\x01\x12\n\n\x06LENGTH\x10\x02\x32\xce\x04\n\rLanguageModel\x12K\n\x08Generate\x12\x1d.voice.llm.v1.GenerateRequest\x1a\x1e.voice.llm.v1.GenerateResponse0\x01\x12U\n\x0cResetSession\x12!.voice.llm.v1.ResetSessionRequest\x1a\".voice.llm.v1.ResetSessionResponse\x12\x61\n\x10RecordHeardReply\x12%.voice.llm.v1.RecordHeardReplyRequest\x1a&.voice.llm.v1.RecordHeardReplyResponse\x12R\n\x0b\x44iscardTurn\x12 .voice.llm.v1.DiscardTurnRequest\x1a!.voice.llm.v1.DiscardTurnResponse\x12\x46\n\x07Prefill\x12\x1c.voice.llm.v1.PrefillRequest\x1a\x1d.voice.llm.v1.PrefillResponse\x12O\n\nGetSession\x12\x1f.voice.llm.v1.GetSessionRequest\x1a .voice.llm.v1.GetSessionResponse\x12I\n\x08GetStats\x12\x1d.voice.llm.v1.GetStatsRequest\x1a\x1e.voice.llm.v1.GetStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voice/llm/v1/llm.proto\x12\x0cvoice.llm.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xc3\x01\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1b\n\x0erepeat_penalty\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\rH\x04\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x11\n\x0f_repeat_penaltyB\x07\n\x05_seed\"\xef\x01\n\x0fGenerateRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.voice.llm.v1.ChatMessage\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12/\n\x08sampling\x18\x04 \x01(\x0b\x32\x1d.voice.llm.v1.SamplingOptions\x12\x0f\n\x07turn_id\x18\x05 \x01(\t\x12\x19\n\x11score_end_of_turn\x18\x06 \x01(\x08\x12*\n\x07history\x18\x07 \x03(\x0b\x32\x19.voice.llm.v1.ChatMessage\"\xa6\x02\n\x11GenerationSummary\x12\x31\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1a.voice.llm.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\r\x12\x1e\n\x16time_to_first_token_ms\x18\x05 \x01(\x02\x12\x19\n\x11tokens_per_second\x18\x06 \x01(\x02\x12\x15\n\rqueue_wait_ms\x18\x07 \x01(\x02\x12\x18\n\x10\x64ropped_messages\x18\x08 \x01(\r\x12\x0c\n\x04text\x18\t \x01(\t\x12\x14\n\x0ckv_cache_hit\x18\n \x01(\x08\"\x92\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12.\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1f.voice.llm.v1.GenerationSummary\x12$\n\x17\x65nd_of_turn_probability\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x1a\n\x18_end_of_turn_probability\")\n\x13ResetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"0\n\x14ResetSessionResponse\x12\x18\n\x10\x64ropped_messages\x18\x01 \x01(\r\"A\n\x17RecordHeardReplyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nheard_text\x18\x02 \x01(\t\"/\n\x18RecordHeardReplyResponse\x12\x13\n\x0bstored_text\x18\x01 \x01(\t\"9\n\x12\x44iscardTurnRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07turn_id\x18\x02 \x01(\t\"/\n\x13\x44iscardTurnResponse\x12\x18\n\x10removed_messages\x18\x01 \x01(\r\"2\n\x0ePrefillRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xa6\x01\n\x0fPrefillResponse\x12\x1f\n\x17\x65nd_of_turn_probability\x18\x01 \x01(\x02\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\x12\x12\n\nprefill_ms\x18\x04 \x01(\x02\x12\x15\n\rqueue_wait_ms\x18\x05 \x01(\x02\x12\x12\n\nsuperseded\x18\x06 \x01(\x08\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"q\n\x12GetSessionResponse\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.voice.llm.v1.ChatMessage\x12\x16\n\x0ehistory_tokens\x18\x02 \x01(\r\x12\x16\n\x0e\x63ontext_tokens\x18\x03 \x01(\r\"\x11\n\x0fGetStatsRequest\"\xe2\x01\n\x10GetStatsResponse\x12\x15\n\rlive_sessions\x18\x01 \x01(\r\x12\x14\n\x0cmax_sessions\x18\x02 \x01(\r\x12\x1a\n\x12\x61\x63tive_generations\x18\x03 \x01(\r\x12\x1a\n\x12queued_generations\x18\x04 \x01(\r\x12\x12\n\nmax_queued\x18\x05 \x01(\r\x12\x19\n\x11generations_total\x18\x06 \x01(\x04\x12\x1b\n\x13kv_cache_hits_total\x18\x07 \x01(\x04\x12\x1d\n\x15kv_cache_misses_total\x18\x08 \x01(\x04*C\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x08\n\x04STOP\x10\x01\x12\n\n\x06LENGTH\x10\x02\x32\xce\x04\n\rLanguageModel\x12K\n\x08Generate\x12\x1d.voice.llm.v1.GenerateRequest\x1a\x1e.voice.llm.v1.GenerateResponse0\x01\x12U\n\x0cResetSession\x12!.voice.llm.v1.ResetSessionRequest\x1a\".voice.llm.v1.ResetSessionResponse\x12\x61\n\x10RecordHeardReply\x12%.voice.llm.v1.RecordHeardReplyRequest\x1a&.voice.llm.v1.RecordHeardReplyResponse\x12R\n\x0b\x44iscardTurn\x12 .voice.llm.v1.DiscardTurnRequest\x1a!.voice.llm.v1.DiscardTurnResponse\x12\x46\n\x07Prefill\x12\x1c.voice.llm.v1.PrefillRequest\x1a\x1d.voice.llm.v1.PrefillResponse\x12O\n\nGetSession\x12\x1f.voice.llm.v1.GetSessionRequest\x1a .voice.llm.v1.GetSessionResponse\x12I\n\x08GetStats\x12\x1d.voice.llm.v1.GetStatsRequest\x1a\x1e.voice.llm.v1.GetStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voice.llm.v1.llm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1761
-  _globals['_FINISHREASON']._serialized_end=1828
+  _globals['_FINISHREASON']._serialized_start=1914
+  _globals['_FINISHREASON']._serialized_end=1981
   _globals['_CHATMESSAGE']._serialized_start=40
   _globals['_CHATMESSAGE']._serialized_end=84
   _globals['_SAMPLINGOPTIONS']._serialized_start=87
   _globals['_SAMPLINGOPTIONS']._serialized_end=282
   _globals['_GENERATEREQUEST']._serialized_start=285
-  _globals['_GENERATEREQUEST']._serialized_end=480
-  _globals['_GENERATIONSUMMARY']._serialized_start=483
-  _globals['_GENERATIONSUMMARY']._serialized_end=755
-  _globals['_GENERATERESPONSE']._serialized_start=758
-  _globals['_GENERATERESPONSE']._serialized_end=904
-  _globals['_RESETSESSIONREQUEST']._serialized_start=906
-  _globals['_RESETSESSIONREQUEST']._serialized_end=947
-  _globals['_RESETSESSIONRESPONSE']._serialized_start=949
-  _globals['_RESETSESSIONRESPONSE']._serialized_end=997
-  _globals['_RECORDHEARDREPLYREQUEST']._serialized_start=999
-  _globals['_RECORDHEARDREPLYREQUEST']._serialized_end=1064
-  _globals['_RECORDHEARDREPLYRESPONSE']._serialized_start=1066
-  _globals['_RECORDHEARDREPLYRESPONSE']._serialized_end=1113
-  _globals['_DISCARDTURNREQUEST']._serialized_start=1115
-  _globals['_DISCARDTURNREQUEST']._serialized_end=1172
-  _globals['_DISCARDTURNRESPONSE']._serialized_start=1174
-  _globals['_DISCARDTURNRESPONSE']._serialized_end=1221
-  _globals['_PREFILLREQUEST']._serialized_start=1223
-  _globals['_PREFILLREQUEST']._serialized_end=1273
-  _globals['_PREFILLRESPONSE']._serialized_start=1276
-  _globals['_PREFILLRESPONSE']._serialized_end=1442
-  _globals['_GETSESSIONREQUEST']._serialized_start=1444
-  _globals['_GETSESSIONREQUEST']._serialized_end=1483
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1485
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1598
-  _globals['_GETSTATSREQUEST']._serialized_start=1600
-  _globals['_GETSTATSREQUEST']._serialized_end=1617
-  _globals['_GETSTATSRESPONSE']._serialized_start=1620
-  _globals['_GETSTATSRESPONSE']._serialized_end=1759
-  _globals['_LANGUAGEMODEL']._serialized_start=1831
-  _globals['_LANGUAGEMODEL']._serialized_end=2421
+  _globals['_GENERATEREQUEST']._serialized_end=524
+  _globals['_GENERATIONSUMMARY']._serialized_start=527
+  _globals['_GENERATIONSUMMARY']._serialized_end=821
+  _globals['_GENERATERESPONSE']._serialized_start=824
+  _globals['_GENERATERESPONSE']._serialized_end=970
+  _globals['_RESETSESSIONREQUEST']._serialized_start=972
+  _globals['_RESETSESSIONREQUEST']._serialized_end=1013
+  _globals['_RESETSESSIONRESPONSE']._serialized_start=1015
+  _globals['_RESETSESSIONRESPONSE']._serialized_end=1063
+  _globals['_RECORDHEARDREPLYREQUEST']._serialized_start=1065
+  _globals['_RECORDHEARDREPLYREQUEST']._serialized_end=1130
+  _globals['_RECORDHEARDREPLYRESPONSE']._serialized_start=1132
+  _globals['_RECORDHEARDREPLYRESPONSE']._serialized_end=1179
+  _globals['_DISCARDTURNREQUEST']._serialized_start=1181
+  _globals['_DISCARDTURNREQUEST']._serialized_end=1238
+  _globals['_DISCARDTURNRESPONSE']._serialized_start=1240
+  _globals['_DISCARDTURNRESPONSE']._serialized_end=1287
+  _globals['_PREFILLREQUEST']._serialized_start=1289
+  _globals['_PREFILLREQUEST']._serialized_end=1339
+  _globals['_PREFILLRESPONSE']._serialized_start=1342
+  _globals['_PREFILLRESPONSE']._serialized_end=1508
+  _globals['_GETSESSIONREQUEST']._serialized_start=1510
+  _globals['_GETSESSIONREQUEST']._serialized_end=1549
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1551
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1664
+  _globals['_GETSTATSREQUEST']._serialized_start=1666
+  _globals['_GETSTATSREQUEST']._serialized_end=1683
+  _globals['_GETSTATSRESPONSE']._serialized_start=1686
+  _globals['_GETSTATSRESPONSE']._serialized_end=1912
+  _globals['_LANGUAGEMODEL']._serialized_start=1984
+  _globals['_LANGUAGEMODEL']._serialized_end=2574
 # @@protoc_insertion_point(module_scope)

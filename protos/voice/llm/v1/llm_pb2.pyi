@@ -39,23 +39,25 @@ class SamplingOptions(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., repeat_penalty: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("messages", "session_id", "max_tokens", "sampling", "turn_id", "score_end_of_turn")
+    __slots__ = ("messages", "session_id", "max_tokens", "sampling", "turn_id", "score_end_of_turn", "history")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_END_OF_TURN_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     session_id: str
     max_tokens: int
     sampling: SamplingOptions
     turn_id: str
     score_end_of_turn: bool
-    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., session_id: _Optional[str] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., turn_id: _Optional[str] = ..., score_end_of_turn: _Optional[bool] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., session_id: _Optional[str] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., turn_id: _Optional[str] = ..., score_end_of_turn: _Optional[bool] = ..., history: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class GenerationSummary(_message.Message):
-    __slots__ = ("finish_reason", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "time_to_first_token_ms", "tokens_per_second", "queue_wait_ms", "dropped_messages", "text")
+    __slots__ = ("finish_reason", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "time_to_first_token_ms", "tokens_per_second", "queue_wait_ms", "dropped_messages", "text", "kv_cache_hit")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +67,7 @@ class GenerationSummary(_message.Message):
     QUEUE_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     finish_reason: FinishReason
     prompt_tokens: int
     cached_prompt_tokens: int
@@ -74,7 +77,8 @@ class GenerationSummary(_message.Message):
     queue_wait_ms: float
     dropped_messages: int
     text: str
-    def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., time_to_first_token_ms: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., queue_wait_ms: _Optional[float] = ..., dropped_messages: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
+    kv_cache_hit: bool
+    def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., time_to_first_token_ms: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., queue_wait_ms: _Optional[float] = ..., dropped_messages: _Optional[int] = ..., text: _Optional[str] = ..., kv_cache_hit: _Optional[bool] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("text", "final", "end_of_turn_probability")
@@ -171,15 +175,21 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("live_sessions", "max_sessions", "active_generations", "queued_generations", "max_queued")
+    __slots__ = ("live_sessions", "max_sessions", "active_generations", "queued_generations", "max_queued", "generations_total", "kv_cache_hits_total", "kv_cache_misses_total")
     LIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_GENERATIONS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_GENERATIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    GENERATIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_HITS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_MISSES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     live_sessions: int
     max_sessions: int
     active_generations: int
     queued_generations: int
     max_queued: int
-    def __init__(self, live_sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., active_generations: _Optional[int] = ..., queued_generations: _Optional[int] = ..., max_queued: _Optional[int] = ...) -> None: ...
+    generations_total: int
+    kv_cache_hits_total: int
+    kv_cache_misses_total: int
+    def __init__(self, live_sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., active_generations: _Optional[int] = ..., queued_generations: _Optional[int] = ..., max_queued: _Optional[int] = ..., generations_total: _Optional[int] = ..., kv_cache_hits_total: _Optional[int] = ..., kv_cache_misses_total: _Optional[int] = ...) -> None: ...
