@@ -7,10 +7,11 @@ Public API (the benchmark, a web UI and other front ends build on these):
 `check_services`; `channel(target)`, the one place gRPC channels are made.
 """
 
-from orchestrator.audio import AudioSink, MemorySink, SoundDeviceSink, WavFileSink, load_wav_pcm16
+from orchestrator.audio import AudioSink, MemorySink, WavFileSink, load_wav_pcm16
 from orchestrator.clients import ServiceCallError, ServiceDownError, channel, check_services
 from orchestrator.config import ServiceAddresses
 from orchestrator.conversation import Conversation
+from orchestrator.device import SoundDeviceSink
 from orchestrator.events import ConversationEvent, EventKind, EventQueue, Listener
 from orchestrator.timing import TurnResult
 

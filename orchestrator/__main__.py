@@ -13,24 +13,14 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from orchestrator.audio import (
-    STT_SAMPLE_RATE_HZ,
-    AudioSink,
-    MemorySink,
-    NoAudioDeviceError,
-    SoundDeviceSink,
-    WavFileSink,
-    check_audio_devices,
-    import_sounddevice,
-    load_wav_pcm16,
-)
+from orchestrator.audio import STT_SAMPLE_RATE_HZ, AudioSink, MemorySink, WavFileSink, load_wav_pcm16
 from orchestrator.clients import ServiceCallError, ServiceDownError, check_services
 from orchestrator.config import SERVICE_NAMES, ServiceAddresses, Settings
 from orchestrator.conversation import Conversation
+from orchestrator.device import NoAudioDeviceError, SoundDeviceSink, check_audio_devices, microphone
 from orchestrator.events import ConversationEvent, EventKind
 from orchestrator.report import waterfall
 from orchestrator.web.cli import add_web_arguments, run_web
@@ -186,22 +176,6 @@ async def talk_files(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _microphone(block_ms: int = 20) -> AsyncIterator[bytes]:
-    sd = import_sounddevice()
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def callback(indata: Any, _frames: int, _time: Any, _status: Any) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, bytes(indata))
-
-    blocksize = STT_SAMPLE_RATE_HZ * block_ms // 1000
-    with sd.RawInputStream(
-        samplerate=STT_SAMPLE_RATE_HZ, channels=1, dtype="int16", blocksize=blocksize, callback=callback
-    ):
-        while True:
-            yield await queue.get()
-
-
 async def talk_microphone(args: argparse.Namespace) -> int:
     check_audio_devices()
     await check_services(ServiceAddresses.from_args(args))
@@ -213,7 +187,7 @@ async def talk_microphone(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        await conversation.run(_microphone(), pace=True)
+        await conversation.run(microphone(), pace=True)
     finally:
         await conversation.close()
         sink.close()

@@ -1,4 +1,5 @@
-"""Audio in and out: WAV reading/conversion, and the sinks the agent's reply is played into.
+"""Audio in and out: WAV reading/conversion, and the sinks the agent's reply is played into
+(the sound-device sink and the microphone: `device.py`).
 
 A sink "plays" audio as it arrives and knows, by wall clock, how much of the current reply the
 user has heard: that is what barge-in needs to tell the LLM what was actually heard.
@@ -9,11 +10,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import struct
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -278,97 +277,3 @@ class WavFileSink(PlayoutSink):
         self._file.seek(0)
         self._file.write(_wav_header(self._data_bytes, self._file_rate or 16_000))
         self._file.close()
-
-
-class NoAudioDeviceError(RuntimeError):
-    pass
-
-
-def import_sounddevice():  # type: ignore[no-untyped-def]
-    """The sounddevice module, or NoAudioDeviceError when PortAudio or a device is missing."""
-    try:
-        import sounddevice
-    except (ImportError, OSError) as error:
-        raise NoAudioDeviceError(f"no audio input/output device found ({error})") from error
-    return sounddevice
-
-
-def check_audio_devices(need_input: bool = True, need_output: bool = True) -> None:
-    sd = import_sounddevice()
-    try:
-        if need_input:
-            sd.check_input_settings(channels=1, samplerate=STT_SAMPLE_RATE_HZ, dtype="int16")
-        if need_output:
-            sd.check_output_settings(channels=1, dtype="int16")
-    except Exception as error:
-        raise NoAudioDeviceError(f"no audio input/output device found ({error})") from error
-
-
-class SoundDeviceSink(AudioSink):
-    """Plays replies on the default output device (sounddevice/PortAudio)."""
-
-    def __init__(self) -> None:
-        self._sd = import_sounddevice()
-        self._lock = threading.Lock()
-        self._pending = bytearray()
-        self._played = 0
-        self._reply = bytearray()
-        self._rate = 0
-        self._stream: Any = None
-
-    def _callback(self, outdata, frames, _time, _status) -> None:  # type: ignore[no-untyped-def]
-        need = frames * BYTES_PER_SAMPLE
-        with self._lock:
-            chunk = bytes(self._pending[:need])
-            del self._pending[:need]
-            self._played += len(chunk) // BYTES_PER_SAMPLE
-        outdata[: len(chunk)] = chunk
-        if len(chunk) < need:
-            outdata[len(chunk) :] = bytes(need - len(chunk))
-
-    def begin(self, sample_rate_hz: int) -> None:
-        if self._stream is None or self._rate != sample_rate_hz:
-            if self._stream is not None:
-                self._stream.close()
-            self._rate = sample_rate_hz
-            self._stream = self._sd.RawOutputStream(
-                samplerate=sample_rate_hz, channels=1, dtype="int16", callback=self._callback
-            )
-            self._stream.start()
-        with self._lock:
-            self._pending.clear()
-            self._played = 0
-        self._reply = bytearray()
-
-    def write(self, pcm: bytes) -> None:
-        with self._lock:
-            self._pending += pcm
-        self._reply += pcm
-
-    def played_samples(self) -> int:
-        with self._lock:
-            return self._played
-
-    def stop(self) -> int:
-        with self._lock:
-            self._pending.clear()
-            played = self._played
-        del self._reply[played * BYTES_PER_SAMPLE :]
-        return played
-
-    async def drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._pending:
-                    break
-            await asyncio.sleep(0.02)  # the device consumes audio on its own clock; nothing to await
-        if self._stream is not None:
-            await asyncio.sleep(float(self._stream.latency))
-
-    def end(self) -> bytes:
-        return bytes(self._reply)
-
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
