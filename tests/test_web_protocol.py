@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import ssl
 import subprocess
 import sys
@@ -321,3 +322,31 @@ def test_cli_help_and_half_a_tls_pair() -> None:
         text=True,
     )
     assert half.returncode == 1 and "--tls-cert and --tls-key go together" in half.stdout
+
+
+def test_the_cli_serves_the_page_says_which_service_is_down_and_stops_cleanly_on_sigterm() -> None:
+    async def scenario() -> tuple[list[str], int, int]:
+        dead = "127.0.0.1:9"
+        proc = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "orchestrator", "web", "--port", "0"],
+            *["--stt-address", dead, "--llm-address", dead, "--tts-address", dead],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not (lines and lines[-1].startswith("open ")):
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, f"the server ended early: {lines}"
+            lines.append(line.decode().strip())
+        url = lines[-1].split()[1]
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            status = response.status
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 30)
+        return lines, status, code
+
+    lines, status, code = run(scenario)
+    assert status == 200 and code == 0, (lines, status, code)
+    assert any("stt-service is not reachable at 127.0.0.1:9" in line for line in lines), lines
+    assert lines[-1].startswith("open http://127.0.0.1:") and not lines[-1].startswith("open http://127.0.0.1:0/")

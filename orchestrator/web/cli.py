@@ -63,7 +63,7 @@ async def run_web(args: argparse.Namespace) -> int:
         return 1
     addresses = ", ".join(f"{kind} {address}" for kind, address in options.conversation.addresses.items())
     print(
-        f"orchestrator web: {options.scheme} on {options.host}:{options.port}, mode {options.conversation.mode}, "
+        f"orchestrator web: {options.scheme}, mode {options.conversation.mode}, "
         f"max {options.max_sessions} sessions; services {addresses}",
         flush=True,
     )

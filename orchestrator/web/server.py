@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -156,10 +157,17 @@ async def start_server(options: WebOptions) -> tuple[web.AppRunner, str]:
 
 
 async def run_server(options: WebOptions) -> None:
-    """Serve until cancelled (Ctrl-C)."""
+    """Serve until SIGTERM or Ctrl-C: open pages are told (close 1001), then the server stops."""
     runner, url = await start_server(options)
     print(f"open {url} (Ctrl-C to stop)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        print("stopping: closing the open conversations", flush=True)
     finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
         await runner.cleanup()
