@@ -9,7 +9,8 @@ from typing import Any
 
 import grpc
 
-from llm_service.engine import Backend, EngineConfig, LanguageEngine, LlamaCppEngine, Sampling
+from llm_service.engine import Backend, LanguageEngine, Sampling
+from llm_service.llama_engine import EngineConfig, LlamaCppEngine
 from llm_service.models import DEFAULT_PRESET, PRESETS, resolve_model
 from llm_service.servicer import LanguageModelServicer, ServiceConfig
 from llm_service.validation import Limits

@@ -15,7 +15,8 @@ import statistics
 import time
 
 from llm_service.__main__ import DEFAULT_SYSTEM_PROMPT
-from llm_service.engine import EngineConfig, LlamaCppEngine, Message, Sampling
+from llm_service.engine import Message, Sampling
+from llm_service.llama_engine import EngineConfig, LlamaCppEngine
 from llm_service.models import resolve_model
 
 QUESTIONS = [
@@ -116,8 +117,7 @@ def main() -> None:
         print(f"switch back to session 1: ttft {r3['ttft_ms']:.0f} ms, prompt {r3['prompt']}, cached {r3['cached']}")
         # No cache: a system prompt the engine has never seen, fresh context each time.
         for i, q in enumerate(QUESTIONS[: args.questions]):
-            engine._llm.reset()
-            engine._live_key = None
+            engine.kv.reset()
             other = Message("system", f"Variant {i}. " + DEFAULT_SYSTEM_PROMPT)
             nocache.append(float(_turn(engine, [other, Message("user", q)], None)["ttft_ms"]))
         med = statistics.median
@@ -125,10 +125,10 @@ def main() -> None:
             f"ttft turn1 (system prefix cached) median {med(turn1):.0f} ms; turn2 median {med(turn2):.0f} ms; "
             f"turn1 without cache median {med(nocache):.0f} ms; tok/s median {med(tps):.1f}"
         )
-        if engine.state_save_ms:
+        if engine.kv.state_save_ms:
             print(
-                f"KV state save median {med(engine.state_save_ms):.2f} ms, load median "
-                f"{med(engine.state_load_ms) if engine.state_load_ms else 0:.2f} ms"
+                f"KV state save median {med(engine.kv.state_save_ms):.2f} ms, load median "
+                f"{med(engine.kv.state_load_ms) if engine.kv.state_load_ms else 0:.2f} ms"
             )
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak rss {rss:.0f} MiB")

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from llm_service.engine import common_prefix
+
 # Trailing characters removed before scoring (sentence-final marks and spaces; not "," or "...").
 TERMINAL_MARKS = ".?!"
 # A token counts as "the sentence ends here" when its text, stripped of white space, is made of
@@ -53,9 +55,4 @@ def end_probability(logits: np.ndarray, end_ids: Sequence[int]) -> float:
 def words_boundary(with_and: Sequence[int], with_or: Sequence[int]) -> int:
     """Where the user's words end in a tokenized prompt: the common prefix of the prompt rendered
     with the words + " and" and with the words + " or" (the two differ right after the words)."""
-    n = 0
-    for a, b in zip(with_and, with_or, strict=False):
-        if a != b:
-            break
-        n += 1
-    return n
+    return common_prefix(with_and, with_or)

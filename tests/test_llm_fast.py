@@ -339,7 +339,7 @@ def test_session_rpcs_validate_ids(served: Served) -> None:
 
 
 def test_token_decoder_holds_split_utf8_characters() -> None:
-    from llm_service.engine import TokenTextDecoder
+    from llm_service.llama_engine import TokenTextDecoder
 
     text = "Café 😀 日本"
     data = text.encode("utf-8")
@@ -363,7 +363,7 @@ def test_generate_span_has_turn_attributes(served: Served, span_exporter: InMemo
 
 
 def test_token_decoder_drops_a_character_cut_at_the_end() -> None:
-    from llm_service.engine import TokenTextDecoder
+    from llm_service.llama_engine import TokenTextDecoder
 
     decoder = TokenTextDecoder()
     data = "ok 😀".encode()

@@ -242,7 +242,7 @@ def test_real_tokens_decode_multibyte_text() -> None:
     """The model's own tokens for accents, CJK and emoji stream back as whole characters."""
     from llama_cpp import Llama
 
-    from llm_service.engine import TokenTextDecoder
+    from llm_service.llama_engine import TokenTextDecoder
     from llm_service.models import resolve_model
 
     vocab = Llama(str(resolve_model("smollm2-135m")[1]), vocab_only=True, verbose=False)
