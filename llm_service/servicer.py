@@ -24,13 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
-from llm_service.engine import FinishReason, GenerationResult, LanguageEngine, Message, Sampling
+from llm_service.engine import LanguageEngine, Message, Sampling
 from llm_service.sessions import (
     LaterTurnError,
     PromptTooLongError,
@@ -40,7 +39,17 @@ from llm_service.sessions import (
     TurnCounters,
     discard_turn,
     fit_history,
-    holds_prefix,
+)
+from llm_service.turn import (
+    Delta,
+    Failure,
+    ModelState,
+    Score,
+    Turn,
+    TurnItem,
+    run_turn,
+    span_attributes,
+    summary_message,
 )
 from llm_service.validation import (
     Limits,
@@ -56,43 +65,15 @@ from llm_service.validation import (
 from service_runtime.admission import Admission
 from service_runtime.engine_slot import EngineSlot
 from service_runtime.telemetry import server_span
-from service_runtime.worker import Job, ModelWorker, QueueFullError
+from service_runtime.worker import Cancelled, Job, ModelWorker, QueueFullError
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
 log = logging.getLogger("llm-service")
 SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["LanguageModel"].full_name
 _BUSY = "the model is busy: {active} requests running or waiting, limit {cap} (1 running + --max-queue waiting)"
 
-_FINISH = {
-    FinishReason.STOP: llm_pb2.STOP,
-    FinishReason.LENGTH: llm_pb2.LENGTH,
-    FinishReason.CANCELLED: llm_pb2.FINISH_REASON_UNSPECIFIED,
-}
 # How long RecordHeardReply / DiscardTurn wait for the session's in-flight turn (e.g. one being cancelled).
 SETTLE_TIMEOUT_S = 30.0
-
-
-@dataclass
-class _Delta:
-    text: str
-
-
-@dataclass
-class _Score:
-    probability: float
-
-
-@dataclass
-class _Final:
-    result: GenerationResult
-    dropped: int
-    cache_hit: bool = False
-
-
-@dataclass
-class _Failure:
-    code: grpc.StatusCode
-    message: str
 
 
 @dataclass
@@ -115,6 +96,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         self.worker = ModelWorker("llm-worker", config.max_queue)
         self.sessions = SessionStore(config.session_ttl_s, config.max_sessions, on_evict=self._forget)
         self.counters = TurnCounters()
+        self._model_state = ModelState(self.sessions, self.counters, Message("system", config.system_prompt))
 
     def _forget(self, session_id: str) -> None:
         engine = self._slot.engine
@@ -159,10 +141,10 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
             loop = asyncio.get_running_loop()
-            items: asyncio.Queue[_Delta | _Score | _Final | _Failure] = asyncio.Queue()
+            items: asyncio.Queue[TurnItem] = asyncio.Queue()
             done = loop.create_future()
 
-            def emit(item: _Delta | _Score | _Final | _Failure) -> None:
+            def emit(item: TurnItem) -> None:
                 try:
                     loop.call_soon_threadsafe(items.put_nowait, item)
                 except RuntimeError:  # loop closed (shutdown)
@@ -180,10 +162,8 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 except RuntimeError:
                     pass
 
-            job = Job(
-                lambda j: self._run(j, engine, session, messages, max_tokens, sampling, emit, turn_id, score, history),
-                on_done=on_done,
-            )
+            turn = Turn(session, messages, max_tokens, sampling, turn_id, score, history)
+            job = Job(lambda j: run_turn(j, engine, self._model_state, turn, emit), on_done=on_done)
             job.submitted_at = arrived
             try:
                 self.worker.submit(job)
@@ -196,19 +176,19 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             try:
                 while True:
                     item = await items.get()
-                    if isinstance(item, _Score):
+                    if isinstance(item, Score):
                         span.set_attribute("end_of_turn_probability", item.probability)
                         yield llm_pb2.GenerateResponse(end_of_turn_probability=item.probability)
-                    elif isinstance(item, _Delta):
+                    elif isinstance(item, Delta):
                         if first_delta_at is None:
                             first_delta_at = time.perf_counter()
                             span.add_event("first_token")
                         yield llm_pb2.GenerateResponse(text=item.text)
-                    elif isinstance(item, _Failure):
-                        await context.abort(item.code, item.message)
+                    elif isinstance(item, Failure):
+                        await context.abort(getattr(grpc.StatusCode, item.code), item.message)
                     else:
-                        summary = self._summary(item, job, arrived, first_delta_at)
-                        self._annotate(span, summary, session_id, item.result.finish_reason)
+                        summary = summary_message(item, job.queue_wait_s, arrived, first_delta_at)
+                        span.set_attributes(span_attributes(summary, session_id, item.result.finish_reason))
                         yield llm_pb2.GenerateResponse(final=summary)
                         return
             except asyncio.CancelledError:
@@ -218,108 +198,6 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             finally:
                 if not job.finished.is_set():
                     self.worker.cancel(job)
-
-    def _run(
-        self,
-        job: Job,
-        engine: LanguageEngine,
-        session: Session | None,
-        new: list[Message],
-        max_tokens: int,
-        sampling: Sampling,
-        emit: Callable[[Any], None],
-        turn_id: str = "",
-        score: bool = False,
-        client_history: list[Message] | None = None,
-    ) -> None:
-        """Runs on the worker thread: fit history, generate, commit the turn (tagged with `turn_id`)."""
-        if job.cancelled.is_set():
-            return
-        default_system = Message("system", self.config.system_prompt)
-        cache_hit = False
-        if session is not None:
-            with self.sessions.lock:
-                system = session.messages[0]
-                held = list(session.messages[1:])
-                if client_history is not None:  # the client's history is authoritative
-                    session.messages = [system, *client_history]
-                history = list(session.messages[1:])
-            cache_hit = holds_prefix(held, history)
-            if new and new[0].role == "system":
-                system, new = new[0], new[1:]
-        else:
-            system = default_system
-            if new[0].role == "system":
-                system, new = new[0], new[1:]
-            # The trailing messages after the last assistant reply are this turn; the rest is history.
-            last_reply = max((i for i, m in enumerate(new) if m.role == "assistant"), default=-1)
-            history, new = new[: last_reply + 1], new[last_reply + 1 :]
-        try:
-            kept, dropped, _ = fit_history([system], history, new, engine.count_tokens, engine.n_ctx, max_tokens)
-        except PromptTooLongError as error:
-            emit(_Failure(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
-            return
-        try:
-            if score:  # the same KV state then serves the reply (only the prompt's tail is left to read)
-                cache_key = session.id if session is not None else None
-                emit(_Score(engine.prefill([system, *kept, *new], cache_key).end_of_turn_probability))
-            result = engine.generate(
-                [system, *kept, *new],
-                max_tokens,
-                sampling,
-                session.id if session is not None else None,
-                lambda text: emit(_Delta(text)),
-                job.cancelled.is_set,
-            )
-        except Exception as error:
-            log.exception("generation failed")
-            emit(_Failure(grpc.StatusCode.INTERNAL, f"generation failed: {error}"))
-            return
-        if session is not None:
-            reply = "" if result.finish_reason == FinishReason.CANCELLED else result.text
-            stored = [Message(m.role, m.content, turn_id) for m in new]
-            with self.sessions.lock:
-                if not turn_id or turn_id not in session.discarded:  # discarded meanwhile: store nothing
-                    session.messages = [system, *kept, *stored, Message("assistant", reply, turn_id)]
-        self.counters.count(has_history=bool(history), cache_hit=cache_hit)
-        emit(_Final(result, dropped, cache_hit))
-
-    @staticmethod
-    def _summary(item: _Final, job: Job, arrived: float, first_delta_at: float | None) -> llm_pb2.GenerationSummary:
-        r = item.result
-        first = first_delta_at or r.first_token_at
-        ttft_ms = (first - arrived) * 1000 if first else 0.0
-        tps = 0.0
-        if r.first_token_at is not None and r.completion_tokens > 1 and r.ended_at > r.first_token_at:
-            tps = (r.completion_tokens - 1) / (r.ended_at - r.first_token_at)
-        return llm_pb2.GenerationSummary(
-            finish_reason=_FINISH[r.finish_reason],
-            prompt_tokens=r.prompt_tokens,
-            cached_prompt_tokens=r.cached_prompt_tokens,
-            completion_tokens=r.completion_tokens,
-            time_to_first_token_ms=ttft_ms,
-            tokens_per_second=tps,
-            queue_wait_ms=job.queue_wait_s * 1000,
-            dropped_messages=item.dropped,
-            text=r.text,
-            kv_cache_hit=item.cache_hit,
-        )
-
-    @staticmethod
-    def _annotate(span: Any, s: llm_pb2.GenerationSummary, session_id: str, finish: FinishReason) -> None:
-        for key, value in {
-            "queue_wait_ms": s.queue_wait_ms,
-            "prompt_tokens": s.prompt_tokens,
-            "cached_prompt_tokens": s.cached_prompt_tokens,
-            "completion_tokens": s.completion_tokens,
-            "ttft_ms": s.time_to_first_token_ms,
-            "tokens_per_second": s.tokens_per_second,
-            "session_id": session_id,
-            "dropped_messages": s.dropped_messages,
-            "finish_reason": finish.value,
-            "kv_cache_hit": s.kv_cache_hit,
-        }.items():
-            span.set_attribute(key, value)
 
     # ---- sessions ----------------------------------------------------------------------------
     async def _known_session(self, session_id: str, context: grpc.aio.ServicerContext) -> Session:
@@ -424,64 +302,37 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             with self.sessions.lock:
                 session.prefills += 1
                 number = session.prefills
-            loop = asyncio.get_running_loop()
-            answer: asyncio.Future[llm_pb2.PrefillResponse | _Failure] = loop.create_future()
 
-            def reply(item: llm_pb2.PrefillResponse | _Failure) -> None:
-                def settle() -> None:
-                    if not answer.done():
-                        answer.set_result(item)
-
-                try:
-                    loop.call_soon_threadsafe(settle)
-                except RuntimeError:  # loop closed (shutdown)
-                    pass
-
-            def run(job: Job) -> None:
-                if job.cancelled.is_set():
-                    return
+            def run() -> llm_pb2.PrefillResponse:  # on the model thread
                 started = time.perf_counter()
-                wait_ms = job.queue_wait_s * 1000
+                wait_ms = (started - arrived) * 1000
                 if session.prefills != number:  # a newer Prefill of this session answers instead
-                    reply(llm_pb2.PrefillResponse(superseded=True, queue_wait_ms=wait_ms))
-                    return
+                    return llm_pb2.PrefillResponse(superseded=True, queue_wait_ms=wait_ms)
                 with self.sessions.lock:
                     system, history = session.messages[0], list(session.messages[1:])
                 new = [Message("user", text)]
                 limit = self.config.limits.default_max_tokens
-                try:
-                    kept, _, _ = fit_history([system], history, new, engine.count_tokens, engine.n_ctx, limit)
-                    result = engine.prefill([system, *kept, *new], session_id)
-                except PromptTooLongError as error:
-                    reply(_Failure(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
-                    return
-                except Exception as error:
-                    log.exception("prefill failed")
-                    reply(_Failure(grpc.StatusCode.INTERNAL, f"prefill failed: {error}"))
-                    return
-                reply(
-                    llm_pb2.PrefillResponse(
-                        end_of_turn_probability=result.end_of_turn_probability,
-                        prompt_tokens=result.prompt_tokens,
-                        cached_prompt_tokens=result.cached_prompt_tokens,
-                        prefill_ms=(time.perf_counter() - started) * 1000,
-                        queue_wait_ms=wait_ms,
-                    )
+                kept, _, _ = fit_history([system], history, new, engine.count_tokens, engine.n_ctx, limit)
+                result = engine.prefill([system, *kept, *new], session_id)
+                return llm_pb2.PrefillResponse(
+                    end_of_turn_probability=result.end_of_turn_probability,
+                    prompt_tokens=result.prompt_tokens,
+                    cached_prompt_tokens=result.cached_prompt_tokens,
+                    prefill_ms=(time.perf_counter() - started) * 1000,
+                    queue_wait_ms=wait_ms,
                 )
 
-            job = Job(run, on_done=lambda: reply(_Failure(grpc.StatusCode.UNAVAILABLE, "the model worker stopped")))
-            job.submitted_at = arrived
             try:
-                self.worker.submit(job)
+                item = await self.worker.run(run)
             except QueueFullError as error:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-            try:
-                item = await answer
-            finally:
-                if not job.finished.is_set():
-                    self.worker.cancel(job)
-            if isinstance(item, _Failure):
-                await context.abort(item.code, item.message)
+            except PromptTooLongError as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            except Cancelled:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the model worker stopped")
+            except Exception as error:
+                log.exception("prefill failed")
+                await context.abort(grpc.StatusCode.INTERNAL, f"prefill failed: {error}")
             assert isinstance(item, llm_pb2.PrefillResponse)
             for key in ("end_of_turn_probability", "prompt_tokens", "cached_prompt_tokens", "prefill_ms"):
                 span.set_attribute(key, getattr(item, key))
