@@ -50,7 +50,9 @@ def chromium() -> str:
 
 
 @contextlib.asynccontextmanager
-async def page(*, microphone: Path | None = None, allow_microphone: bool = True) -> AsyncIterator[Any]:
+async def page(
+    *, microphone: Path | None = None, allow_microphone: bool = True, height: int = 900
+) -> AsyncIterator[Any]:
     """A fresh page in a fresh headless Chromium; `microphone` is a WAV played once as the mic."""
     from playwright.async_api import async_playwright
 
@@ -66,7 +68,7 @@ async def page(*, microphone: Path | None = None, allow_microphone: bool = True)
         browser = await p.chromium.launch(executable_path=executable, args=flags, headless=True)
         try:
             # bypass_csp: wait_for_function evaluates strings, which the page's CSP (no eval) refuses.
-            context = await browser.new_context(viewport={"width": 900, "height": 900}, bypass_csp=True)
+            context = await browser.new_context(viewport={"width": 900, "height": height}, bypass_csp=True)
             tab = await context.new_page()
             console: list[str] = []
             tab.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))

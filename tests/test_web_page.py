@@ -6,6 +6,9 @@ Fake services keep these quick; tests/test_web_real.py talks to the real models.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -106,3 +109,38 @@ def test_a_dropped_socket_offers_reconnect_and_reconnect_works() -> None:
     banner, first, second = run(scenario)
     assert banner.startswith("Connection to the agent lost (code 100"), banner  # 1001 going away or 1006 dropped
     assert first and second and first != second
+
+
+def test_stop_ends_the_conversation_after_the_reply() -> None:
+    async def scenario() -> tuple[str, bool, list[str]]:
+        async with web_server(samples_per_char=160) as (url, _fakes), page() as tab:
+            await tab.goto(url)
+            await tab.click("#start")
+            await wait_for(
+                tab, "window.voiceAgent.turns.length && window.voiceAgent.turns[0].waterfall", WAIT_S, "a turn"
+            )
+            await tab.click("#stop")
+            await wait_for(tab, "window.voiceAgent.state === 'idle'", WAIT_S, "the conversation ended")
+            return (
+                await tab.get_attribute("#status", "data-state") or "",
+                await tab.is_enabled("#start"),
+                await tab.evaluate("window.voiceAgent.errors"),
+            )
+
+    state, can_start_again, errors = run(scenario)
+    assert state == "idle" and can_start_again and errors == []
+
+
+def test_without_chromium_the_browser_tests_skip_saying_how_to_get_it() -> None:
+    chromium()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__, "-k", "denied"],
+        env={**os.environ, "CHROMIUM": "/nonexistent/chromium"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "1 skipped" in done.stdout and "no Chromium installed: apt-get install -y chromium" in done.stdout, (
+        done.stdout
+    )

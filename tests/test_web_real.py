@@ -76,7 +76,7 @@ def test_two_spoken_turns_show_transcript_reply_waterfall_and_keep_the_memory(
     screenshot = SCREENSHOTS / "web-playground.png"
 
     async def scenario() -> tuple[dict[str, Any], list[str], list[tuple[str, str]]]:
-        async with playground(addresses, max_tokens=40) as url, page(microphone=microphone) as tab:
+        async with playground(addresses, max_tokens=40) as url, page(microphone=microphone, height=520) as tab:
             await tab.goto(url)
             # The second question comes while the first reply may still play: with barge-in off
             # it waits its turn (barge-in has its own test), so the timing cannot change the story.
