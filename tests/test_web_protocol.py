@@ -111,6 +111,7 @@ def test_a_turn_over_the_socket_gives_transcript_reply_audio_and_waterfall(tmp_p
     assert "".join(e["text"] for e in events if e["type"] == "reply") == REPLY
     start = next(e for e in events if e["type"] == "audio_start")
     audio = sum(e["bytes"] for e in events if e["type"] == "audio")
+    assert start["reply"] == 1
     assert start["sample_rate_hz"] == 16000 and audio == 2 * 16 * len("Hello there.How can I help?")
     turn = next(e for e in events if e["type"] == "turn")
     assert turn["transcript"] == "hello agent" and turn["reply"] == REPLY and not turn["barge_in"]
@@ -143,6 +144,30 @@ def test_a_turn_over_the_socket_gives_transcript_reply_audio_and_waterfall(tmp_p
         pytest.param([START, {"type": "start"}], protocol.CLOSE_POLICY, "unexpected", id="second-start"),
         pytest.param([START, "x" * 5000], protocol.CLOSE_TOO_BIG, "too_big", id="long-text"),
         pytest.param([START, *[FRAME] * 250], protocol.CLOSE_POLICY, "too_fast", id="faster-than-real-time"),
+        pytest.param(
+            [START, {"type": "played", "reply": 1, "samples": -5}],
+            protocol.CLOSE_INVALID,
+            "bad_message",
+            id="played-negative",
+        ),
+        pytest.param(
+            [START, {"type": "played", "reply": "1", "samples": 5}],
+            protocol.CLOSE_INVALID,
+            "bad_message",
+            id="played-string",
+        ),
+        pytest.param(
+            [START, {"type": "played", "reply": 1, "samples": True}],
+            protocol.CLOSE_INVALID,
+            "bad_message",
+            id="played-bool",
+        ),
+        pytest.param(
+            [START, *[{"type": "played", "reply": 1, "samples": 0}] * 60],
+            protocol.CLOSE_POLICY,
+            "too_fast",
+            id="played-flood",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_a_close_code_and_the_server_keeps_serving(

@@ -147,6 +147,7 @@ def test_speaking_while_the_agent_talks_stops_it_and_the_history_keeps_what_was_
     first_reply = agent["replies"][0]
     assert first_reply["stopped"] and first_reply["played"] <= first_reply["received"], first_reply
     assert agent["stats"]["stops"] >= 1
+    assert agent["stats"]["reports"] >= 1, "the page told the server how much it had played (heard = that)"
     heard = interrupted["heard"]
     assert heard and len(heard) < len(interrupted["reply"]), (heard, interrupted["reply"])
     assert interrupted["reply"].split()[: len(heard.split())] == heard.split(), "heard = the start of the reply"

@@ -21,6 +21,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 # Frames may arrive in bursts after a network stall: a token bucket of this many seconds of audio.
 BURST_S = 2.0
 START_TIMEOUT_S = 10.0
+MAX_PLAYED_PER_S = 20
 
 # WebSocket close codes (RFC 6455 §7.4.1).
 CLOSE_NORMAL = 1000
@@ -59,7 +60,7 @@ def parse_text(text: str) -> dict[str, Any]:
         raise ProtocolError(CLOSE_INVALID, "bad_json", f"malformed JSON: {error}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError(CLOSE_INVALID, "bad_message", 'a message must be a JSON object with a string "type"')
-    if message["type"] not in ("start", "stop"):
+    if message["type"] not in ("start", "stop", "played"):
         raise ProtocolError(CLOSE_POLICY, "unknown_type", f"unknown message type {message['type']!r}")
     return message
 
@@ -90,24 +91,45 @@ def check_frame(data: bytes) -> None:
         )
 
 
-class FrameRate:
-    """Token bucket: real-time audio (one frame per FRAME_MS) plus bursts of up to BURST_S."""
+class RateLimit:
+    """Token bucket: `per_s` messages a second on average, bursts of up to `burst`."""
 
-    def __init__(self, now: float, burst_s: float = BURST_S) -> None:
-        self.capacity = burst_s * 1000.0 / FRAME_MS
-        self.tokens = self.capacity
+    def __init__(self, now: float, per_s: float, burst: float, what: str) -> None:
+        self.per_s = per_s
+        self.capacity = burst
+        self.tokens = burst
         self.last = now
+        self.what = what
 
     def take(self, now: float) -> None:
-        self.tokens = min(self.capacity, self.tokens + (now - self.last) * 1000.0 / FRAME_MS)
+        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.per_s)
         self.last = now
         if self.tokens < 1.0:
-            raise ProtocolError(
-                CLOSE_POLICY,
-                "too_fast",
-                f"audio arrives faster than real time (one {FRAME_MS} ms frame per {FRAME_MS} ms)",
-            )
+            raise ProtocolError(CLOSE_POLICY, "too_fast", self.what)
         self.tokens -= 1.0
+
+
+def frame_rate(now: float) -> RateLimit:
+    """Real-time audio (one frame per FRAME_MS) with bursts of up to BURST_S."""
+    per_s = 1000.0 / FRAME_MS
+    return RateLimit(
+        now, per_s, BURST_S * per_s, f"audio arrives faster than real time (one {FRAME_MS} ms frame per {FRAME_MS} ms)"
+    )
+
+
+def played_rate(now: float) -> RateLimit:
+    return RateLimit(
+        now, MAX_PLAYED_PER_S, 2 * MAX_PLAYED_PER_S, f"played reports arrive faster than {MAX_PLAYED_PER_S} a second"
+    )
+
+
+def parse_played(message: dict[str, Any]) -> tuple[int, int]:
+    """A `played` report: (reply number, samples of it that left the page's speaker)."""
+    reply, samples = message.get("reply"), message.get("samples")
+    for name, value in (("reply", reply), ("samples", samples)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ProtocolError(CLOSE_INVALID, "bad_message", f"played.{name} must be an integer >= 0, not {value!r}")
+    return reply, samples  # type: ignore[return-value]
 
 
 def close_reason(text: str) -> bytes:

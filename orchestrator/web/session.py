@@ -8,7 +8,6 @@ go out through one ordered queue, so an `audio_start` always precedes its audio.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import json
 import logging
@@ -19,64 +18,12 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from orchestrator import TurnResult, check_services
-from orchestrator.audio import PlayoutSink
 from orchestrator.web import protocol
 from orchestrator.web.adapter import ConversationOptions, EventAdapter, TurnLog, error_event
+from orchestrator.web.playout import InputClock, Outgoing, SocketSink
 from orchestrator.web.protocol import ProtocolError
 
 log = logging.getLogger("orchestrator.web")
-
-Outgoing = dict[str, Any] | bytes | None
-
-
-class SocketSink(PlayoutSink):
-    """Plays the reply by streaming it to the page, which plays it at once (gap-free worklet).
-
-    What the user has heard is counted by wall clock from the moment each chunk is sent, as for
-    the other sinks; `stop()` (barge-in) tells the page to drop what it has not played yet.
-    """
-
-    def __init__(self, out: asyncio.Queue[Outgoing]) -> None:
-        super().__init__(realtime=True)
-        self._out = out
-        self.begin_times: list[float] = []  # perf_counter at each reply's first sample
-
-    def begin(self, sample_rate_hz: int) -> None:
-        super().begin(sample_rate_hz)
-        self.begin_times.append(time.perf_counter())
-        self._out.put_nowait({"type": "audio_start", "sample_rate_hz": sample_rate_hz})
-
-    def _on_write(self, pcm: bytes) -> None:
-        self._out.put_nowait(bytes(pcm))
-
-    def _on_stop(self, played_samples: int) -> None:
-        self._out.put_nowait({"type": "audio_stop", "played_samples": played_samples})
-
-    def end(self) -> bytes:
-        if self._active:
-            self._out.put_nowait({"type": "audio_end"})
-        return super().end()
-
-
-class InputClock:
-    """When each microphone frame arrived: maps a time back to a position in the session's input."""
-
-    def __init__(self) -> None:
-        self._times: list[float] = []
-        self._ends: list[int] = []  # samples received up to and including each frame
-
-    def record(self, end_sample: int, t: float) -> None:
-        self._times.append(t)
-        self._ends.append(end_sample)
-
-    def sample_at(self, t: float) -> int | None:
-        """The input sample being received at perf_counter time `t` (frames arrive in real time)."""
-        if not self._times:
-            return None
-        i = min(bisect.bisect_left(self._times, t), len(self._times) - 1)
-        start = self._ends[i - 1] if i > 0 else 0
-        lag = int((self._times[i] - t) * protocol.SAMPLE_RATE_HZ)
-        return max(start, self._ends[i] - max(0, lag))
 
 
 class WebSession:
@@ -216,7 +163,8 @@ class WebSession:
 
     async def _read_frames(self) -> bool:
         """Microphone frames into the conversation until the page says stop (True) or goes away."""
-        rate = protocol.FrameRate(time.monotonic())
+        rate = protocol.frame_rate(time.monotonic())
+        reports = protocol.played_rate(time.monotonic())
         try:
             async for msg in self.ws:
                 self._check_type(msg)
@@ -228,6 +176,10 @@ class WebSession:
                     self.frames.put_nowait(msg.data)
                     continue
                 message = protocol.parse_text(msg.data)
+                if message["type"] == "played":
+                    reports.take(time.monotonic())
+                    self.sink.report_played(*protocol.parse_played(message))
+                    continue
                 if message["type"] == "stop":
                     return True
                 raise ProtocolError(protocol.CLOSE_POLICY, "unexpected", f"unexpected {message['type']!r} message")

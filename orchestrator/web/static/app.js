@@ -14,7 +14,7 @@ const agent = (window.voiceAgent = {
   sessionId: null,
   turns: [],
   errors: [],
-  stats: { sentFrames: 0, receivedSamples: 0, playedSamples: 0, replies: 0, underruns: 0, stops: 0 },
+  stats: { sentFrames: 0, receivedSamples: 0, playedSamples: 0, replies: 0, underruns: 0, stops: 0, reports: 0 },
   replies: [], // per reply: {rate, received, played, stopped}
 });
 
@@ -230,7 +230,7 @@ function onEvent(m) {
     case "audio_start":
       replyRate = m.sample_rate_hz;
       agent.stats.replies += 1;
-      agent.replies.push({ rate: replyRate, received: 0, played: 0, stopped: false });
+      agent.replies.push({ rate: replyRate, received: 0, played: 0, stopped: false, server: m.reply });
       playback.port.postMessage({ type: "start", rate: replyRate, reply: agent.stats.replies });
       setState("speaking", "agent speaking");
       break;
@@ -270,6 +270,7 @@ function onPlayback(m) {
     if (stamp && stamp.performanceTime) t = stamp.performanceTime + (m.frame / ctx.sampleRate - stamp.contextTime) * 1000;
     replyStarts.set(m.reply, t);
   } else if (m.type === "progress" || m.type === "drained" || m.type === "stopped") {
+    if (m.type === "progress") reportPlayed(m);
     agent.stats.underruns = m.underruns ?? agent.stats.underruns;
     if (m.type !== "progress" || m.played) agent.stats.lastPlayed = m.played;
     if (m.type === "drained" || m.type === "stopped") {
@@ -280,6 +281,15 @@ function onPlayback(m) {
     }
   }
   renderStats();
+}
+
+function reportPlayed(m) {
+  // Tell the server how much of this reply has left the speaker: what the user heard at a barge-in.
+  const reply = agent.replies[m.reply - 1];
+  if (!reply || reply.server == null || !ws || ws.readyState !== WebSocket.OPEN || !ready) return;
+  const latency = Math.round((ctx.outputLatency || 0) * reply.rate);
+  ws.send(JSON.stringify({ type: "played", reply: reply.server, samples: Math.max(0, m.played - latency) }));
+  agent.stats.reports += 1;
 }
 
 function renderStats() {
