@@ -49,20 +49,37 @@ def service_config(balancing: Balancing = Balancing.ROUND_ROBIN, health_service:
     return json.dumps({"loadBalancingConfig": [policy], "healthCheckConfig": {"serviceName": health_service}})
 
 
+def list_host(target: str) -> str:
+    """The host of the first address of an `ipv4:`/`ipv6:` list target ("" for other targets)."""
+    scheme, _, rest = target.partition(":")
+    if scheme not in ("ipv4", "ipv6") or not rest:
+        return ""
+    first = rest.split(",", 1)[0]
+    if first.startswith("["):  # [::1]:50051
+        return first[1 : first.index("]")]
+    return first.rsplit(":", 1)[0]
+
+
 def channel_options(
     balancing: Balancing = Balancing.ROUND_ROBIN,
     tls: ClientTls | None = None,
     options: Sequence[tuple[str, Any]] = (),
     health_checked: bool = True,
+    target: str = "",
 ) -> list[tuple[str, Any]]:
     config = json.loads(service_config(balancing))
     if not health_checked:  # e.g. a channel that itself asks a replica for its health status
         del config["healthCheckConfig"]
+    tls_options = tls.options() if tls else []
+    if tls and not tls.server_name and list_host(target):
+        # A list target has no single host name; the replicas' certificates are checked
+        # against the first address's host (all replicas of a service share one certificate).
+        tls_options = [("grpc.ssl_target_name_override", list_host(target))]
     return [
         ("grpc.service_config", json.dumps(config)),
         # Fresh DNS answers soon after a pod comes or goes (default minimum is 30 s).
         ("grpc.dns_min_time_between_resolutions_ms", 2_000),
-        *(tls.options() if tls else []),
+        *tls_options,
         *options,
     ]
 
@@ -79,7 +96,7 @@ def aio_channel(
     Under `Balancing.AFFINITY` every call whose request has a `session_id` carries it in the
     `x-session-id` header (an interceptor), so callers need not add it themselves.
     """
-    opts = channel_options(balancing, tls, options, health_checked)
+    opts = channel_options(balancing, tls, options, health_checked, target)
     interceptors = [SessionHeaderInterceptor()] if balancing == Balancing.AFFINITY else None
     if tls is None:
         return grpc.aio.insecure_channel(target, options=opts, interceptors=interceptors)
@@ -92,7 +109,7 @@ def sync_channel(
     balancing: Balancing = Balancing.ROUND_ROBIN,
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.Channel:
-    opts = channel_options(balancing, tls, options)
+    opts = channel_options(balancing, tls, options, target=target)
     if tls is None:
         return grpc.insecure_channel(target, options=opts)
     return grpc.secure_channel(target, tls.credentials(), options=opts)

@@ -14,7 +14,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service_runtime.channels import sync_channel
 from service_runtime.launcher import ServiceProcess
+from service_runtime.probe import main as probe
 from service_runtime.tls import ClientTls
 from tests.certs import Pki, make_pki
 from voice.tts.v1 import tts_pb2, tts_pb2_grpc
@@ -136,3 +138,20 @@ def test_a_bad_tls_flag_stops_the_server_with_exit_2_and_says_which(
     )
     assert proc.process.wait(30) == 2
     proc.wait_for_log(lambda log: says.format(**values) in log, timeout_s=10)
+
+
+def test_a_replica_list_target_is_served_over_mtls(pki: Pki, mtls_server: ServiceProcess) -> None:
+    # A list has no single host name: the certificate is checked against the first address's host.
+    tls = ClientTls(ca=str(pki.ca), cert=str(pki.client.cert), key=str(pki.client.key))
+    target = f"ipv4:{mtls_server.address},127.0.0.1:{mtls_server.port}"
+    with sync_channel(target, tls) as channel:
+        assert _voices(channel) == ["fake-voice"]
+
+
+def test_the_container_probe_reports_serving_on_the_health_port_and_fails_without_a_certificate(
+    mtls_server: ServiceProcess,
+) -> None:
+    match = _HEALTH_PORT.search(mtls_server.log)
+    assert match
+    assert probe(["--plaintext", f"127.0.0.1:{match.group(1)}"]) == 0
+    assert probe(["--plaintext", mtls_server.address]) == 1  # the TLS port refuses a plaintext probe
