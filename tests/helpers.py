@@ -64,13 +64,6 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> fl
     return time.monotonic() - started
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise KeyError("VmRSS")
-
-
 def grpcurl(*args: str, stdin: str | None = None, timeout_s: float = 60.0) -> str:
     done = subprocess.run(
         [GRPCURL, "-plaintext", *args], input=stdin, capture_output=True, text=True, timeout=timeout_s

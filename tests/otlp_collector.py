@@ -75,7 +75,7 @@ class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> OtlpCollector:
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         self._server.start()

@@ -99,14 +99,17 @@ class Stack:
 # ---- one orchestrator turn in its own process ----------------------------------------------------
 
 
-def run_turn_subprocess(stack: Stack, fixture: str, env: dict[str, str], timeout_s: float = 90.0) -> dict[str, Any]:
-    """Run one paced turn through `python -m tests.stack turn`; its TurnResult dict."""
+def run_turn_subprocess(
+    stack: Stack, fixture: str, env: dict[str, str], timeout_s: float = 90.0, flush_s: float = 1.0
+) -> dict[str, Any]:
+    """Run one paced turn through `python -m tests.stack turn`; its TurnResult dict. The process
+    flushes its spans for up to `flush_s` after printing the result."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run(
         [
             *(sys.executable, "-m", "tests.stack", "turn"),
             *("--stt", stack.address("stt"), "--llm", stack.address("llm"), "--tts", stack.address("tts")),
-            str(AUDIO / fixture),
+            *("--flush-s", str(flush_s), str(AUDIO / fixture)),
         ],
         env={**clean, **env},
         cwd=ROOT,
@@ -127,6 +130,7 @@ async def _turn(args: argparse.Namespace) -> None:
     from service_runtime import telemetry
     from voice.llm.v1 import llm_pb2
 
+    telemetry.setup_tracing("orchestrator")  # the entry point, like `python -m orchestrator`
     addresses = ServiceAddresses(stt=args.stt, llm=args.llm, tts=args.tts)
     audio = load_wav_pcm16(args.wav)
     greedy = llm_pb2.SamplingOptions(temperature=0.0, seed=1)
@@ -134,7 +138,7 @@ async def _turn(args: argparse.Namespace) -> None:
         results = await asyncio.wait_for(conv.run_file(audio, 16000, pace=True), args.timeout_s)
     for result in results:
         print(result.to_json(), flush=True)
-    telemetry.shutdown_tracing(timeout_s=1.0)
+    telemetry.shutdown_tracing(timeout_s=args.flush_s)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -145,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         turn.add_argument(f"--{kind}", required=True)
     turn.add_argument("--max-tokens", type=int, default=24)
     turn.add_argument("--timeout-s", type=float, default=60.0)
+    turn.add_argument("--flush-s", type=float, default=1.0, help="time to flush spans after the turn")
     turn.add_argument("wav")
     args = parser.parse_args(argv)
     asyncio.run(_turn(args))
