@@ -1,4 +1,4 @@
-"""llm-service: streaming chat completions with server-kept sessions (python -m llm_service)."""
+"""Streaming LLM with server-kept conversation sessions (llama.cpp, GGUF chat templates): voice.llm.v1."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import grpc
 from llm_service.engine import Backend, LanguageEngine, Sampling
 from llm_service.llama_engine import EngineConfig, LlamaCppEngine
 from llm_service.models import DEFAULT_PRESET, PRESETS, resolve_model
-from llm_service.servicer import LanguageModelServicer, ServiceConfig
+from llm_service.servicer import SERVICE_NAME, LanguageModelServicer, ServiceConfig
 from llm_service.validation import Limits
-from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec, run_service_cli
-from voice.llm.v1 import llm_pb2, llm_pb2_grpc
+from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec
+from voice.llm.v1 import llm_pb2_grpc
 
 log = logging.getLogger("llm-service")
 
@@ -92,19 +92,8 @@ def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admissi
     return load
 
 
-SPEC = ServiceSpec(
-    name="llm-service",
-    env_prefix="LLM",
-    default_port=50052,
-    grpc_service_names=[llm_pb2.DESCRIPTOR.services_by_name["LanguageModel"].full_name],
-    add_arguments=add_arguments,
-    create=create,
-    description="Streaming LLM with server-kept conversation sessions (llama.cpp, GGUF chat templates)",
-)
-
-
-def main() -> None:
-    run_service_cli(SPEC)
+SPEC = ServiceSpec("llm", [SERVICE_NAME], add_arguments, create, __doc__ or "")
+main = SPEC.main
 
 
 if __name__ == "__main__":

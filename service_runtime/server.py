@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from service_runtime import telemetry
 from service_runtime.admission import Admission
 from service_runtime.config import EnvFlags
+from service_runtime.launcher import SERVICES
 from service_runtime.tls import ServerTls, TlsConfigError, add_server_arguments
 
 MIB = 1024 * 1024
@@ -37,22 +38,40 @@ ModelLoader = Callable[[], Mapping[str, Any]]
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    name: str  # process name, also the default OpenTelemetry service.name, e.g. "stt-service"
-    env_prefix: str  # "STT" -> STT_HOST, STT_PORT, ...
-    default_port: int
+    """One model server: `kind` "stt" is the process "stt-service" (also its OpenTelemetry
+    service.name), reads STT_HOST, STT_PORT, ... and listens by default on the launcher's port."""
+
+    kind: str
     grpc_service_names: Sequence[str]  # full names, for health and reflection
     add_arguments: Callable[[EnvFlags], None]  # the service's own flags
     # Registers the servicers on the (not yet started) server, their caps on the server's
     # Admission interceptor, and returns the model loader.
     create: Callable[[argparse.Namespace, grpc.aio.Server, Admission], ModelLoader]
     description: str = ""
+    default_port: int | None = None  # None: SERVICES[kind].default_port (the launcher's table)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-service"
+
+    @property
+    def env_prefix(self) -> str:
+        return self.kind.upper()
+
+    @property
+    def port(self) -> int:
+        return SERVICES[self.kind].default_port if self.default_port is None else self.default_port
+
+    def main(self, argv: Sequence[str] | None = None) -> None:
+        """The console entry point: parse flags, serve until SIGTERM, exit with the server's code."""
+        run_service_cli(self, argv)
 
 
 def build_parser(spec: ServiceSpec) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=spec.name, description=spec.description)
     flags = EnvFlags(parser, spec.env_prefix)
     flags.add("--host", "127.0.0.1", "bind address")
-    flags.add("--port", spec.default_port, "port, 0 = any free")
+    flags.add("--port", spec.port, "port, 0 = any free")
     flags.add("--grace-s", 5.0, "seconds in-flight calls get on shutdown")
     flags.add("--max-message-mib", 4.0, "largest request message accepted, MiB (larger: RESOURCE_EXHAUSTED)")
     flags.add("--log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")

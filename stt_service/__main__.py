@@ -1,7 +1,4 @@
-"""stt-service: streaming speech-to-text over gRPC (voice.stt.v1.SpeechToText).
-
-python -m stt_service [--backend faster-whisper|mlx] [--model DIR|SIZE] [--threads N] ...
-"""
+"""Streaming speech-to-text (Whisper + Silero VAD, adaptive endpointing) over gRPC: voice.stt.v1.SpeechToText."""
 
 from __future__ import annotations
 
@@ -12,18 +9,17 @@ from typing import Any
 
 import grpc
 
-from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec, run_service_cli
+from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec
 from service_runtime.worker import ModelWorker
 from stt_service.backends import create_engine, default_backend
 from stt_service.endpointing import EndpointConfig
 from stt_service.engine import Backend, DecodeOptions
 from stt_service.self_check import check_engine
-from stt_service.servicer import SpeechToTextServicer, SttRuntime
+from stt_service.servicer import SERVICE_NAME, SpeechToTextServicer, SttRuntime
 from stt_service.vad import SileroVad
-from voice.stt.v1 import stt_pb2, stt_pb2_grpc
+from voice.stt.v1 import stt_pb2_grpc
 
 log = logging.getLogger("stt-service")
-SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
 # Measured on the 2-core box (README): 1 thread decodes a 3 s question in ~120 ms vs ~100 ms
 # with 2, and leaves the other core to the LLM/TTS running at the same time.
 DEFAULT_THREADS = 1
@@ -86,19 +82,8 @@ def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admissi
     return load
 
 
-SPEC = ServiceSpec(
-    name="stt-service",
-    env_prefix="STT",
-    default_port=50051,
-    grpc_service_names=[SERVICE_NAME],
-    add_arguments=add_arguments,
-    create=create,
-    description="Streaming speech-to-text (Whisper + Silero VAD, adaptive endpointing) over gRPC",
-)
-
-
-def main() -> None:
-    run_service_cli(SPEC)
+SPEC = ServiceSpec("stt", [SERVICE_NAME], add_arguments, create, __doc__ or "")
+main = SPEC.main
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec, run_service_cli, telemetry
+from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec, telemetry
 from voice.tts.v1 import tts_pb2, tts_pb2_grpc
 
 
@@ -76,14 +76,7 @@ def _create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admiss
     return load
 
 
-SPEC = ServiceSpec(
-    name="fake-service",
-    env_prefix="FAKE",
-    default_port=0,
-    grpc_service_names=["voice.tts.v1.TextToSpeech"],
-    add_arguments=_add_arguments,
-    create=_create,
-)
+SPEC = ServiceSpec("fake", ["voice.tts.v1.TextToSpeech"], _add_arguments, _create, default_port=0)
 
 if __name__ == "__main__":
-    run_service_cli(SPEC)
+    SPEC.main()

@@ -1,4 +1,4 @@
-"""tts-service: `python -m tts_service [--backend piper|mlx] [--voice X.onnx ...] [--threads N]`."""
+"""Text-to-speech gRPC service (voice.tts.v1.TextToSpeech): Piper voices on CPU, Kokoro via MLX."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 
 import grpc
 
-from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec, run_service_cli
+from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec
 from service_runtime.server import ModelLoader
 from tts_service.engine import Backend, TtsEngine, default_backend, load_engine
-from tts_service.servicer import Limits, TtsServicer
-from voice.tts.v1 import tts_pb2, tts_pb2_grpc
+from tts_service.servicer import SERVICE_NAME, Limits, TtsServicer
+from voice.tts.v1 import tts_pb2_grpc
 
 log = logging.getLogger("tts-service")
 
@@ -80,19 +80,8 @@ def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admissi
     return load
 
 
-SPEC = ServiceSpec(
-    name="tts-service",
-    env_prefix="TTS",
-    default_port=50053,
-    grpc_service_names=[tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name],
-    add_arguments=add_arguments,
-    create=create,
-    description="Text-to-speech gRPC service (voice.tts.v1.TextToSpeech)",
-)
-
-
-def main() -> None:
-    run_service_cli(SPEC)
+SPEC = ServiceSpec("tts", [SERVICE_NAME], add_arguments, create, __doc__ or "")
+main = SPEC.main
 
 
 if __name__ == "__main__":
