@@ -56,12 +56,17 @@ async def refused(url: str, *messages: str | bytes | dict[str, Any]) -> tuple[in
     """Send `messages` on a fresh socket; returns the close code, close reason and the events seen."""
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(url)) as ws:
         for message in messages:
-            if isinstance(message, bytes):
-                await ws.send_bytes(message)
-            elif isinstance(message, dict):
-                await ws.send_json(message)
-            else:
-                await ws.send_str(message)
+            if ws.closed:
+                break  # refused part-way (e.g. a flood): the rest is never sent
+            try:
+                if isinstance(message, bytes):
+                    await ws.send_bytes(message)
+                elif isinstance(message, dict):
+                    await ws.send_json(message)
+                else:
+                    await ws.send_str(message)
+            except ConnectionResetError:
+                break
         events: list[dict[str, Any]] = []
         while True:
             msg = await ws.receive(timeout=10)
