@@ -214,7 +214,7 @@ class LoadedVoice:
         return await self.worker.run(lambda: self._synthesize_now(text, sample_rate_hz))
 
     def close(self) -> None:
-        self.worker.close()
+        self.worker.close(timeout_s=0)  # queued sentences are dropped; a running one finishes on its own
 
 
 class TtsEngine:
