@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from bench import components, report, turns
+from bench import capacity, components, report, turns
 from bench.fixtures import FIXTURE_DIR, load_utterances
 from bench.services import KINDS, ServiceSet
 from bench.stats import evaluate_targets
@@ -144,6 +144,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             phases["concurrency_s"] = round(time.perf_counter() - mark, 1)
         results["service_stats_after"] = await components.service_stats(channels)
         results["services"] = services.describe()
+        if results.get("concurrency"):
+            cap = capacity.capacity(results["concurrency"], os.cpu_count() or 1)
+            rss = {k: (s.get("peak_rss_kib") or 0) / 1024 for k, s in results["services"].items()}
+            results["capacity"] = {**cap, "sizing": capacity.sizing(cap, rss)}
     finally:
         for channel in channels.values():
             await channel.close()
@@ -163,6 +167,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def order(results: dict[str, Any]) -> dict[str, Any]:
     """Headline keys first in results.json."""
     first = ["dead_air_ms", "ratio_sync_over_streaming", "targets", "turn_taking", "stt", "llm", "tts", "concurrency"]
+    first += ["capacity"]
     first += ["services", "machine", "seed_baseline", "config", "breakdown_ms", "bench_wall_s", "notes"]
     out = {k: results[k] for k in first if k in results}
     out.update({k: v for k, v in results.items() if k not in out})

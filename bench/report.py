@@ -267,6 +267,23 @@ def render(results: Mapping[str, Any]) -> str:
             )
         )
 
+    cap = results.get("capacity") or {}
+    if cap:
+        out.append("")
+        per_set, cores = cap.get("conversations_per_replica_set"), cap.get("cores")
+        out.append(
+            f"Capacity: one replica of each service on {cores} cores serves {per_set} conversation(s) before dead air "
+            f"p95 passes {cap.get('dead_air_p95_limit_ms', 0) / 1000:g} s ({cap.get('conversations_per_core')} per core; "
+            f"levels tried {cap.get('levels_tried')}, first over: {cap.get('first_level_over')})"
+        )
+        if cap.get("sizing"):
+            out.append(
+                format_table(
+                    ["conversations", "replicas of each", "cores", "memory MiB"],
+                    [[r["conversations"], r["replicas_each"], r["cores"], r["memory_mib"]] for r in cap["sizing"]],
+                )
+            )
+
     targets = results.get("targets") or {}
     if targets:
         out.append("")

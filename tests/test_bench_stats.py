@@ -112,3 +112,22 @@ def test_format_table_aligns_columns() -> None:
     lines = table.splitlines()
     assert len({len(line) for line in lines[:3]}) == 1  # header, rule and first row equally wide
     assert lines[-1].endswith("-")
+
+
+def test_capacity_is_the_last_level_under_the_dead_air_limit_and_sizing_scales_from_it() -> None:
+    from bench.capacity import capacity, sizing
+
+    runs = {
+        "1": {"dead_air_ms": {"p95": 900.0}, "errors": 0},
+        "2": {"dead_air_ms": {"p95": 1200.0}, "errors": 0},
+        "4": {"dead_air_ms": {"p95": 1900.0}, "errors": 0},
+        "6": {"dead_air_ms": {"p95": 1400.0}, "errors": 0},  # above a failing level: not counted
+    }
+    cap = capacity(runs, cores=2)
+    assert (cap["conversations_per_replica_set"], cap["first_level_over"], cap["conversations_per_core"]) == (2, 4, 1.0)
+    rows = sizing(cap, {"stt": 230.0, "llm": 1050.0, "tts": 270.0}, conversations=(1, 10))
+    assert rows == [
+        {"conversations": 1, "replicas_each": 1, "cores": 2, "memory_mib": 1550},
+        {"conversations": 10, "replicas_each": 5, "cores": 10, "memory_mib": 7750},
+    ]
+    assert capacity({"1": {"dead_air_ms": {"p95": 100.0}, "errors": 1}}, cores=2)["conversations_per_replica_set"] == 0
