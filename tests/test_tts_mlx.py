@@ -62,7 +62,8 @@ def tiny_kokoro() -> object:
 
 
 def test_tiny_random_kokoro_speaks_int16_pcm_through_the_engine(tmp_path: Path) -> None:
-    from tts_service.engine import Backend, LoadedVoice, MlxKokoroVoiceModel, TtsEngine
+    from tts_service.engine import Backend, LoadedVoice, TtsEngine
+    from tts_service.kokoro_voice import MlxKokoroVoiceModel
 
     voice_path = tmp_path / "af_tiny.safetensors"
     mx.save_safetensors(str(voice_path), {"af_tiny": mx.random.normal((510, 1, 256)) * 0.1})

@@ -11,7 +11,8 @@ import grpc
 
 from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec
 from service_runtime.server import ModelLoader
-from tts_service.engine import Backend, TtsEngine, default_backend, load_engine
+from tts_service.backends import default_backend, load_engine
+from tts_service.engine import Backend, TtsEngine
 from tts_service.servicer import SERVICE_NAME, Limits, TtsServicer
 from voice.tts.v1 import tts_pb2_grpc
 

