@@ -159,7 +159,8 @@ class WebSession:
             await asyncio.gather(runner, reader, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await conversation.close()
-            self.log.line(f"{conversation.session_id} ended after {adapter.turns} turns")
+            turns = adapter.turns
+            self.log.line(f"{conversation.session_id} ended after {turns} turn{'' if turns == 1 else 's'}")
 
     async def _read_frames(self) -> bool:
         """Microphone frames into the conversation until the page says stop (True) or goes away."""
