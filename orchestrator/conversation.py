@@ -215,8 +215,9 @@ class Conversation:
             self._emit(ui_kind, "" if ui_kind is EventKind.SPEECH_STARTED else text, event.utterance_index)
         assert self._listening is not None
         for step in self._taking.decide(event.event, event.text):
-            if step.action is Action.INTERRUPT and self._taking.current is not None:
-                await self._interrupt(self._taking.current)
+            current = self._taking.current
+            if step.action is Action.INTERRUPT and current is not None and current.turn_id == step.turn_id:
+                await self._interrupt(current)
             elif step.action in (Action.HOLD, Action.REPLY):
                 self._start_turn(stream, event, speculative=step.action is Action.HOLD)
                 stream.answered = stream.answered or step.action is Action.REPLY

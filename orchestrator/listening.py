@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
+from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from orchestrator import tracing
@@ -73,7 +74,7 @@ class Listening:
     def __init__(
         self,
         clients: Clients,
-        tracer: Any,
+        tracer: trace.Tracer,
         config: stt_pb2.RecognitionConfig,
         *,
         mode: str,
