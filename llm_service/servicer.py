@@ -46,7 +46,7 @@ from llm_service.turn import (
     ModelState,
     Score,
     Turn,
-    TurnItem,
+    TurnStream,
     run_turn,
     span_attributes,
     summary_message,
@@ -140,42 +140,21 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             except SessionLimitError as error:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
-            loop = asyncio.get_running_loop()
-            items: asyncio.Queue[TurnItem] = asyncio.Queue()
-            done = loop.create_future()
-
-            def emit(item: TurnItem) -> None:
-                try:
-                    loop.call_soon_threadsafe(items.put_nowait, item)
-                except RuntimeError:  # loop closed (shutdown)
-                    pass
-
-            def on_done() -> None:
-                def settle() -> None:
-                    if not done.done():
-                        done.set_result(None)
-                    if session is not None and done in session.pending:
-                        session.pending.remove(done)
-
-                try:
-                    loop.call_soon_threadsafe(settle)
-                except RuntimeError:
-                    pass
-
+            stream = TurnStream(session)
             turn = Turn(session, messages, max_tokens, sampling, turn_id, score, history)
-            job = Job(lambda j: run_turn(j, engine, self._model_state, turn, emit), on_done=on_done)
+            job = Job(lambda j: run_turn(j, engine, self._model_state, turn, stream.emit), on_done=stream.finished)
             job.submitted_at = arrived
             try:
                 self.worker.submit(job)
             except QueueFullError as error:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
             if session is not None:
-                session.pending.append(done)
+                session.pending.append(stream.done)
 
             first_delta_at: float | None = None
             try:
                 while True:
-                    item = await items.get()
+                    item = await stream.items.get()
                     if isinstance(item, Score):
                         span.set_attribute("end_of_turn_probability", item.probability)
                         yield llm_pb2.GenerateResponse(end_of_turn_probability=item.probability)

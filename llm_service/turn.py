@@ -7,6 +7,7 @@ or a `Failure` (a status name and a message, mapped to a gRPC status by the serv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,36 @@ class Failure:
 
 
 TurnItem = Delta | Score | Final | Failure
+
+
+class TurnStream:
+    """Carries a turn's items from the model thread to its RPC on the event loop."""
+
+    def __init__(self, session: Session | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._session = session
+        self.items: asyncio.Queue[TurnItem] = asyncio.Queue()
+        self.done: asyncio.Future[None] = self._loop.create_future()  # the job has finished
+
+    def emit(self, item: TurnItem) -> None:
+        """From the model thread."""
+        self._post(self.items.put_nowait, item)
+
+    def finished(self) -> None:
+        """From the model thread: the job ended (ran, failed or was dropped); the session stops waiting for it."""
+        self._post(self._settle)
+
+    def _settle(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+        if self._session is not None and self.done in self._session.pending:
+            self._session.pending.remove(self.done)
+
+    def _post(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed (shutdown)
+            pass
 
 
 @dataclass(frozen=True)
