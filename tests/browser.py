@@ -52,9 +52,13 @@ def chromium() -> str:
 
 @contextlib.asynccontextmanager
 async def page(
-    *, microphone: Path | None = None, allow_microphone: bool = True, height: int = 900
+    *, microphone: Path | None = None, allow_microphone: bool = True, height: int = 900, enforce_csp: bool = False
 ) -> AsyncIterator[Any]:
-    """A fresh page in a fresh headless Chromium; `microphone` is a WAV played once as the mic."""
+    """A fresh page in a fresh headless Chromium; `microphone` is a WAV played once as the mic.
+
+    `wait_for` evaluates strings in the page, which the page's own Content-Security-Policy (no
+    eval) refuses: it is bypassed unless `enforce_csp`, where tests wait on selectors instead.
+    """
     from playwright.async_api import async_playwright
 
     executable = chromium()
@@ -68,8 +72,7 @@ async def page(
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=executable, args=flags, headless=True)
         try:
-            # bypass_csp: wait_for_function evaluates strings, which the page's CSP (no eval) refuses.
-            context = await browser.new_context(viewport={"width": 900, "height": height}, bypass_csp=True)
+            context = await browser.new_context(viewport={"width": 900, "height": height}, bypass_csp=not enforce_csp)
             tab = await context.new_page()
             console: list[str] = []
             tab.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))

@@ -29,14 +29,15 @@ def run(scenario: Callable[[], Awaitable[T]]) -> T:
 
 def test_a_turn_shows_transcript_reply_waterfall_and_plays_the_audio(span_exporter: InMemorySpanExporter) -> None:
     async def scenario() -> dict[str, Any]:
-        async with web_server(samples_per_char=160) as (url, _fakes), page() as tab:
+        # Under the page's own CSP, as a user's browser runs it: waits are on selectors (no eval).
+        async with web_server(samples_per_char=160) as (url, _fakes), page(enforce_csp=True) as tab:
             await tab.goto(url)
             await tab.click("#start")
-            await wait_for(
-                tab, "window.voiceAgent.turns.length >= 1 && window.voiceAgent.turns[0].waterfall", WAIT_S, "a turn"
-            )
-            await wait_for(tab, "window.voiceAgent.stats.playedSamples > 0", WAIT_S, "the reply played")
+            await tab.wait_for_selector('.turn .row[data-key="dead_air_ms"]', timeout=WAIT_S * 1000)
+            # The reply's audio has left the worklet once the page is back to listening.
+            await tab.wait_for_selector('#status[data-state="listening"]', timeout=WAIT_S * 1000)
             return {
+                "console": tab.console_log,
                 "agent": await tab.evaluate("window.voiceAgent"),
                 "you": await tab.inner_text(".turn .transcript"),
                 "reply": await tab.inner_text(".turn .reply"),
@@ -45,6 +46,7 @@ def test_a_turn_shows_transcript_reply_waterfall_and_plays_the_audio(span_export
             }
 
     seen = run(scenario)
+    assert not [line for line in seen["console"] if "Content Security Policy" in line], seen["console"]
     assert seen["you"] == "hello agent" and seen["reply"] == REPLY
     assert seen["dead_air"].endswith(" ms"), seen["dead_air"]
     stats = seen["agent"]["stats"]
