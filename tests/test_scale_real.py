@@ -7,6 +7,8 @@ balancing and client-side health checking.
 - Affinity: once its channel is warm, a conversation's turns stay on the replica holding its KV cache.
 - A replica that drains (SIGTERM: health NOT_SERVING) gets no new turns; its in-flight one finishes.
 - A replica listed in the target but down from the start: turns succeed on the others.
+- An STT or TTS replica SIGKILLed mid-stream fails that turn naming the service; the same
+  conversation's next turn goes to the live replica, with nothing restarted.
 - "My name is Anna." / "What is my name?" with the LLM replica that served turn 1 SIGKILLed
   between the turns: the other replica answers turn 2 and still knows "Anna".
 - All of the above through TLS targets; a plaintext client is refused and the server logs it.
@@ -27,6 +29,7 @@ import pytest
 
 from orchestrator import Conversation, TurnResult
 from orchestrator.config import ServiceAddresses
+from orchestrator.events import ConversationEvent, EventKind
 from service_runtime.channels import Balancing, sync_channel
 from service_runtime.launcher import ServiceProcess
 from service_runtime.tls import ClientTls
@@ -291,6 +294,60 @@ def test_with_a_listed_replica_down_from_the_start_turns_succeed_on_the_others(r
     results = asyncio.run(asyncio.wait_for(scenario(), TURN_BOUND_S))
     assert [r.reply.strip() != "" for r in results] == [True, True], results
     assert sum(replicas.served("llm")) - before["llm"] == 2
+
+
+def busy_replica(replicas: Replicas, kind: str) -> int:
+    """The replica of `kind` with a stream open right now (the conversation's)."""
+    active = []
+    for proc in replicas.procs[kind]:
+        with replicas.channel(proc.address) as channel:
+            if kind == "stt":
+                active.append(stt_stats(channel).active_sessions)
+            else:
+                active.append(
+                    tts_pb2_grpc.TextToSpeechStub(channel)
+                    .GetStats(tts_pb2.GetStatsRequest(), timeout=10)
+                    .active_streams
+                )
+    assert sum(active) == 1, active
+    return active.index(1)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("kind", ["stt", "tts"])
+def test_a_replica_killed_mid_stream_fails_that_turn_naming_it_and_the_next_turn_goes_to_a_live_one(
+    replicas: Replicas, kind: str
+) -> None:
+    trigger = EventKind.SPEECH_STARTED if kind == "stt" else EventKind.REPLY_DELTA
+    killed: list[int] = []
+
+    def listener(event: ConversationEvent) -> None:
+        if event.kind is trigger and not killed:
+            index = busy_replica(replicas, kind)
+            replicas.procs[kind][index].process.send_signal(signal.SIGKILL)
+            killed.append(index)
+
+    async def scenario() -> list[TurnResult]:
+        conv = conversation(replicas.addresses(), session_id=f"scale-kill-{kind}", max_tokens=64, listener=listener)
+        try:
+            with pytest.raises(Exception) as failed:
+                await conv.run_file(pcm("weather_paris.wav"), 16000, pace=False)
+            assert killed, f"{trigger} never came"
+            assert f"{kind}-service" in str(failed.value), str(failed.value)
+            # No restart: the same conversation's next turn goes to the live replica.
+            return await conv.run_file(pcm("timer.wav"), 16000, pace=False)
+        finally:
+            await conv.close()
+
+    try:
+        results = asyncio.run(asyncio.wait_for(scenario(), TURN_BOUND_S))
+        assert len(results) == 1 and results[0].reply.strip() and results[0].audio_s > 0.3, results
+        assert wer(text_of("timer.wav"), results[0].transcript) < 0.4, results[0].transcript
+    finally:
+        for index in killed:
+            dead = replicas.procs[kind][index]
+            dead.process.wait(30)
+            replicas.start(kind, index, port=dead.port).wait_serving(600, tls=replicas.tls)
 
 
 @pytest.mark.timeout(900)
