@@ -77,6 +77,9 @@ class Settings:
     endpoint_silence_ms: int = 0
     candidate_silence_ms: int = 0
     min_endpoint_silence_ms: int = 0
+    # Streaming: read the user's words into the LLM while they speak (Prefill) and let the LLM's
+    # end-of-turn probability set the STT endpoint (200 ms when finished, longer when not).
+    end_of_turn_hints: bool = True
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> Self:

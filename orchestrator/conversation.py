@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from opentelemetry.trace import TracerProvider
@@ -25,6 +25,7 @@ from orchestrator.config import Mode, ServiceAddresses, Settings
 from orchestrator.events import ConversationEvent, EventKind, Listener, notify
 from orchestrator.listening import Listening, SttEvent, SttStream, pcm_source, recognition_config
 from orchestrator.reply import ReplyContext, speak_streaming
+from orchestrator.speculation import Prefiller, SpeculationStats
 from orchestrator.sync_turn import speak_sync, utterance_span_ms
 from orchestrator.timing import Mark, TurnResult, span_figures, turn_result
 from orchestrator.tracing import TurnTrace, turn_tracer
@@ -62,6 +63,7 @@ class Conversation:
         endpoint_silence_ms: int = 0,
         candidate_silence_ms: int = 0,
         min_endpoint_silence_ms: int = 0,
+        end_of_turn_hints: bool = True,
         voice: str = "",
         max_tokens: int = 0,
         sampling: llm_pb2.SamplingOptions | None = None,
@@ -82,6 +84,7 @@ class Conversation:
             endpoint_silence_ms=endpoint_silence_ms,
             candidate_silence_ms=candidate_silence_ms,
             min_endpoint_silence_ms=min_endpoint_silence_ms,
+            end_of_turn_hints=end_of_turn_hints,
         )
         self.barge_in = barge_in
         self.sink: AudioSink = sink if sink is not None else MemorySink()
@@ -97,6 +100,8 @@ class Conversation:
         self._run_results: list[TurnResult] = []
         self._failure: BaseException | None = None
         self._listening: Listening | None = None
+        self._prefiller: Prefiller | None = None
+        self.speculation = SpeculationStats()  # speculative work kept / thrown away, over all runs
 
     @property
     def mode(self) -> Mode:
@@ -158,6 +163,8 @@ class Conversation:
             paced=pace,
             speech_end_hint_ms=speech_end_ms,
         )
+        hints = streaming and self.settings.end_of_turn_hints
+        self._prefiller = Prefiller(self._clients.llm, self.session_id) if hints else None
         listening.start(source)
         try:
             while self._failure is None and not listening.finished:
@@ -176,6 +183,8 @@ class Conversation:
                 raise self._failure
         finally:
             listening.close()
+            if self._prefiller is not None:
+                await self._prefiller.close()
             for turn in self._turns:
                 if turn.task is not None and not turn.task.done():
                     turn.cancel_calls()
@@ -214,7 +223,9 @@ class Conversation:
             text = event.text.strip() if ui_kind is EventKind.FINAL else event.text
             self._emit(ui_kind, "" if ui_kind is EventKind.SPEECH_STARTED else text, event.utterance_index)
         assert self._listening is not None
-        for step in self._taking.decide(event.event, event.text):
+        steps = self._taking.decide(event.event, event.text)
+        self._prefill(stream, event, holds=any(step.action is Action.HOLD for step in steps))
+        for step in steps:
             current = self._taking.current
             if step.action is Action.INTERRUPT and current is not None and current.turn_id == step.turn_id:
                 await self._interrupt(current)
@@ -228,6 +239,21 @@ class Conversation:
                 await self._discard(held)
             elif step.action is Action.NEXT_TURN:
                 self._listening.switch(stream, event)
+                if self._prefiller is not None:
+                    self._prefiller.reset()
+
+    def _prefill(self, stream: SttStream, event: SttEvent, *, holds: bool) -> None:
+        """The user's words so far into the LLM (INTERIM, CANDIDATE_FINAL); their end-of-turn score to the STT.
+
+        A candidate that starts a held reply is scored by that reply's Generate instead (same KV state).
+        """
+        prefiller, listening = self._prefiller, self._listening
+        if prefiller is None or listening is None or not event.text.strip():
+            return
+        if event.event == SttEvent.INTERIM or (event.event == SttEvent.CANDIDATE_FINAL and not holds):
+            prefiller.submit(event.text, lambda text, p: listening.hint(stream, text, p))
+        elif event.event == SttEvent.CANDIDATE_FINAL and event.text.strip() in prefiller.scores:
+            listening.hint(stream, event.text.strip(), prefiller.scores[event.text.strip()])
 
     def _start_turn(self, stream: SttStream, event: SttEvent, *, speculative: bool) -> Turn:
         """A reply attempt in `stream`'s turn trace: speculative ones get their own child span."""
@@ -252,6 +278,8 @@ class Conversation:
         )
         if speculative:
             turn.mark(Mark.SPEECH_END, self._listening.speech_end_t(turn.offset_ms, event))
+            if self._prefiller is not None:
+                turn.on_end_of_turn = self._hint_for(stream, transcript)
         else:
             self._mark_final(turn, event)
             turn.confirmed.set()
@@ -261,6 +289,15 @@ class Conversation:
         turn.task = asyncio.create_task(self._speak(turn))
         turn.task.add_done_callback(self._turn_ended)
         return turn
+
+    def _hint_for(self, stream: SttStream, text: str) -> Callable[[float], None]:
+        def hint(probability: float) -> None:
+            if self._prefiller is not None:
+                self._prefiller.scores[text] = probability
+            if self._listening is not None:
+                self._listening.hint(stream, text, probability)
+
+        return hint
 
     def _mark_final(self, turn: Turn, event: SttEvent) -> None:
         assert self._listening is not None
@@ -324,6 +361,7 @@ class Conversation:
         if "llm" in turn.calls:
             await history.discard_turn(self._clients.llm, self.session_id, turn)
         turn.trace.discarded(turn.cancelled_rpcs)
+        self.speculation.discarded(turn)
         turn.llm_done.set()
         turn.done.set()
         self._taking.dropped(turn)
@@ -350,6 +388,7 @@ class Conversation:
         )
         turn.done.set()
         turn.llm_done.set()
+        self.speculation.kept(turn)
         self.results.append(result)
         self._run_results.append(result)
         self._emit(EventKind.TURN, result.transcript, turn.utterance_index, result)

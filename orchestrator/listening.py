@@ -28,6 +28,8 @@ from voice.stt.v1 import stt_pb2
 log = logging.getLogger("orchestrator")
 
 CHUNK_MS = 20
+# With end-of-turn hints the candidate (speculative reply + LLM score) comes after this much silence.
+HINTED_CANDIDATE_MS = 100
 BYTES_PER_MS = STT_SAMPLE_RATE_HZ * BYTES_PER_SAMPLE // 1000
 SttEvent: TypeAlias = stt_pb2.StreamingRecognizeResponse
 
@@ -66,6 +68,7 @@ class SttStream:
         self.switched = False
         self.eof = False
         self.tasks: list[asyncio.Task[None]] = []
+        self.hints: list[stt_pb2.EndOfTurnHint] = []  # to send before the next audio
 
 
 class Listening:
@@ -146,6 +149,12 @@ class Listening:
             self._open(resume_ms)
         self._wake_writers()  # the old stream's writer half-closes it
 
+    def hint(self, stream: SttStream, text: str, probability: float) -> None:
+        """Send the STT an end-of-turn hint for `text` on `stream` (if it still listens)."""
+        if stream is self.active:
+            stream.hints.append(stt_pb2.EndOfTurnHint(text=text, probability=probability))
+            self._wake_writers()
+
     def speech_end_t(self, offset_ms: int, event: SttEvent) -> float:
         """perf_counter time of the end of the user's speech (event positions are the stream's)."""
         hint = self.speech_end_hint_ms
@@ -212,6 +221,9 @@ class Listening:
         try:
             await stream.call.write(stt_pb2.StreamingRecognizeRequest(config=self._config))
             while self.active is stream:
+                if stream.hints:
+                    await stream.call.write(stt_pb2.StreamingRecognizeRequest(end_of_turn=stream.hints.pop(0)))
+                    continue
                 if stream.sent < len(self.audio):
                     end = min(len(self.audio), stream.sent + piece)
                     await stream.call.write(
@@ -253,6 +265,9 @@ def recognition_config(settings: Settings) -> stt_pb2.RecognitionConfig:
     )
     if settings.min_endpoint_silence_ms and "min_endpoint_silence_ms" in config.DESCRIPTOR.fields_by_name:
         setattr(config, "min_endpoint_silence_ms", settings.min_endpoint_silence_ms)  # noqa: B010 - newer contract
+    if settings.mode == "streaming" and settings.end_of_turn_hints:
+        config.end_of_turn_hints = True
+        config.candidate_silence_ms = settings.candidate_silence_ms or HINTED_CANDIDATE_MS
     return config
 
 

@@ -59,6 +59,7 @@ def generate_request(
         max_tokens=settings.max_tokens,
         sampling=settings.sampling,
         turn_id=turn.turn_id if with_turn_id else "",
+        score_end_of_turn=turn.on_end_of_turn is not None,
     )
 
 
@@ -101,6 +102,10 @@ async def _pump_llm(ctx: ReplyContext, turn: Turn, generate: Any, synthesize: An
             message = await generate.read()
             if message is grpc.aio.EOF:
                 break
+            if message.HasField("end_of_turn_probability"):
+                turn.end_of_turn_probability = message.end_of_turn_probability
+                if turn.on_end_of_turn is not None:
+                    turn.on_end_of_turn(message.end_of_turn_probability)
             if message.text:
                 now = time.perf_counter()
                 turn.mark(Mark.FIRST_TOKEN, now)

@@ -77,6 +77,8 @@ class Outcome:
     cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     cancelled_rpcs: tuple[str, ...] = ()
+    endpoint_silence_ms: int = 0  # the FINAL's endpoint silence (0: stream closed, or sync mode)
+    end_of_turn_probability: float | None = None  # the LLM's score of the transcript, when asked
 
 
 @dataclass
@@ -107,6 +109,8 @@ class TurnResult:
     cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     cancelled_rpcs: list[str] = field(default_factory=list)
+    endpoint_silence_ms: int = 0
+    end_of_turn_probability: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Everything but the audio, JSON-ready."""
@@ -155,6 +159,8 @@ def turn_result(at: Mapping[Mark, float], outcome: Outcome) -> TurnResult:
         cached_prompt_tokens=outcome.cached_prompt_tokens,
         completion_tokens=outcome.completion_tokens,
         cancelled_rpcs=list(outcome.cancelled_rpcs),
+        endpoint_silence_ms=outcome.endpoint_silence_ms,
+        end_of_turn_probability=outcome.end_of_turn_probability,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class SpokenReply:
     summary: llm_pb2.GenerationSummary | None = None
     units: list[Unit] = field(default_factory=list)
     received_samples: int = 0
+    sample_rate_hz: int = 0  # of the audio received
     _by_key: dict[tuple[int, int, int], Unit] = field(default_factory=dict)
 
     @property
@@ -58,6 +60,7 @@ class SpokenReply:
     def add_audio(self, chunk: tts_pb2.SynthesizeResponse) -> None:
         """Locate a TTS audio chunk in the reply: a new (sentence, span) key starts a new unit."""
         samples = len(chunk.audio) // BYTES_PER_SAMPLE
+        self.sample_rate_hz = chunk.sample_rate_hz or self.sample_rate_hz
         key = (chunk.sentence_index, chunk.text_start_char, chunk.text_end_char)
         unit = self._by_key.get(key)
         if unit is None:
@@ -114,6 +117,9 @@ class Turn:
         self.barge_in = False
         self.preemptive_used = False
         self.cancelled_rpcs: list[str] = []
+        # Speculative replies: where the LLM's end-of-turn probability goes (the STT's endpoint hint).
+        self.on_end_of_turn: Callable[[float], None] | None = None
+        self.end_of_turn_probability: float | None = None
 
     @property
     def playing(self) -> bool:
@@ -158,4 +164,6 @@ class Turn:
             cached_prompt_tokens=summary.cached_prompt_tokens if summary else 0,
             completion_tokens=summary.completion_tokens if summary else 0,
             cancelled_rpcs=tuple(self.cancelled_rpcs),
+            endpoint_silence_ms=int(getattr(self.final_event, "endpoint_silence_ms", 0) or 0),
+            end_of_turn_probability=self.end_of_turn_probability,
         )

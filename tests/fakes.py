@@ -83,6 +83,9 @@ class FakeSpeechToText(stt_pb2_grpc.SpeechToTextServicer):
         self.traceparents: list[str] = []  # W3C traceparent of each StreamingRecognize call
         self.emitted: list[int] = []
         self.input_ended = asyncio.Event()  # the input of a stream that kept the script ended
+        self.hints: list[tuple[str, float]] = []  # end_of_turn hints received (text, probability)
+        self.candidate_hinted = asyncio.Event()  # a hint for a CANDIDATE_FINAL text it sent arrived
+        self._candidates: set[str] = set()
         self._cursor = 0
         self._next_base_ms = 0
 
@@ -101,6 +104,10 @@ class FakeSpeechToText(stt_pb2_grpc.SpeechToTextServicer):
                 if request.HasField("config"):
                     self.configs.append(request.config)
                     state["rate"] = request.config.sample_rate_hz or 16000
+                elif request.HasField("end_of_turn"):
+                    self.hints.append((request.end_of_turn.text, request.end_of_turn.probability))
+                    if request.end_of_turn.text in self._candidates:
+                        self.candidate_hinted.set()
                 else:
                     state["ms"] += len(request.audio) / 2 / state["rate"] * 1000
                 changed.set()
@@ -123,6 +130,8 @@ class FakeSpeechToText(stt_pb2_grpc.SpeechToTextServicer):
                     await changed.wait()
                 self._cursor += 1
                 self.emitted.append(step.event)
+                if step.event == Ev.CANDIDATE_FINAL:
+                    self._candidates.add(step.text)
                 position = int(state["ms"])
                 if step.event == Ev.FINAL and step.text.strip():
                     state["handed_over"] = True
@@ -166,8 +175,11 @@ class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
         hold_after_words: int | None = None,
         release: asyncio.Event | None = None,
         word_delay_s: float = 0.0,
+        end_of_turn_probability: float = 0.8,
     ) -> None:
         self.reply = reply
+        self.end_of_turn_probability = end_of_turn_probability
+        self.prefills: list[str] = []  # Prefill texts, in order
         self.hold_after_words = hold_after_words
         self.release = release or asyncio.Event()
         self.word_delay_s = word_delay_s
@@ -195,6 +207,8 @@ class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
         self.generation_started.set()
         words = re.findall(r"\S+\s*", self._reply_for(user))
         try:
+            if request.score_end_of_turn:
+                yield llm_pb2.GenerateResponse(end_of_turn_probability=self.end_of_turn_probability)
             for i, word in enumerate(words):
                 if self.hold_after_words is not None and i == self.hold_after_words:
                     self.held.set()
@@ -223,6 +237,10 @@ class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
         if sid and not (turn and any(d[:2] == (sid, turn) for d in self.discarded)):
             self.sessions.setdefault(sid, []).extend([("user", user), ("assistant", reply)])
             self.turn_ids.setdefault(sid, []).extend([turn, turn])
+
+    async def Prefill(self, request: llm_pb2.PrefillRequest, context: Any) -> llm_pb2.PrefillResponse:
+        self.prefills.append(request.text)
+        return llm_pb2.PrefillResponse(end_of_turn_probability=0.9 if request.text.endswith("?") else 0.1)
 
     async def DiscardTurn(self, request: llm_pb2.DiscardTurnRequest, context: Any) -> llm_pb2.DiscardTurnResponse:
         sid, turn = request.session_id, request.turn_id

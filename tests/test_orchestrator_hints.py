@@ -1,0 +1,98 @@
+"""Fast tests (fake services) of the work the orchestrator does while the user speaks: the words so
+far go to the LLM's Prefill, and the LLM's end-of-turn probability goes back to the STT as the
+endpoint hint (from Prefill for an INTERIM, from the held reply's Generate for a CANDIDATE_FINAL).
+Only a FINAL releases audio. Sync mode (the baseline) does none of it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from orchestrator import Conversation, TurnResult
+from orchestrator.config import ServiceAddresses
+from tests.fakes import (
+    Ev,
+    FakeLanguageModel,
+    FakeServices,
+    FakeSpeechToText,
+    FakeTextToSpeech,
+    RecordingSink,
+    SttStep,
+    serve_fakes,
+)
+
+WAIT_S = 10.0
+
+
+def silence(seconds: float) -> bytes:
+    return bytes(int(seconds * 16000) * 2)
+
+
+async def converse(steps: list[SttStep], llm: FakeLanguageModel, **kwargs: Any) -> tuple[list[TurnResult], Any]:
+    stt = FakeSpeechToText(steps)
+    fakes: FakeServices = await serve_fakes(stt, llm, FakeTextToSpeech(samples_per_char=160))
+    address = fakes.address
+    conversation = Conversation(ServiceAddresses(stt=address, llm=address, tts=address), sink=RecordingSink(), **kwargs)
+    try:
+        results = await asyncio.wait_for(conversation.run_file(silence(1.0), 16000, pace=False), WAIT_S)
+        return results, (fakes, conversation)
+    finally:
+        await conversation.close()
+        await fakes.server.stop(None)
+
+
+def test_interim_words_are_prefilled_and_the_candidate_is_scored_by_the_held_reply() -> None:
+    text = "what time is it?"
+
+    async def scenario() -> tuple[list[TurnResult], FakeSpeechToText, FakeLanguageModel, dict[str, float]]:
+        llm = FakeLanguageModel("It is noon.", end_of_turn_probability=0.8)
+        stt = FakeSpeechToText()
+        stt.steps = [
+            SttStep(Ev.SPEECH_STARTED, at_ms=100, start_ms=100),
+            SttStep(Ev.INTERIM, "what time", at_ms=300, start_ms=100),
+            SttStep(Ev.CANDIDATE_FINAL, text, at_ms=600, start_ms=100, end_ms=500),
+            # Like the STT: the FINAL waits for the candidate's hint.
+            SttStep(Ev.FINAL, text, after=stt.candidate_hinted, start_ms=100, end_ms=500),
+        ]
+        fakes = await serve_fakes(stt, llm, FakeTextToSpeech(samples_per_char=160))
+        conversation = Conversation(
+            ServiceAddresses(stt=fakes.address, llm=fakes.address, tts=fakes.address), sink=RecordingSink()
+        )
+        try:
+            results = await asyncio.wait_for(conversation.run_file(silence(1.0), 16000, pace=False), WAIT_S)
+        finally:
+            await conversation.close()
+            await fakes.server.stop(None)
+        return results, stt, llm, conversation.speculation.as_dict()
+
+    results, stt, llm, speculation = asyncio.run(scenario())
+    config = stt.configs[0]
+    assert config.end_of_turn_hints and config.candidate_silence_ms == 100
+    assert llm.prefills == ["what time"], "the INTERIM's words were read into the LLM session"
+    hints = {t: round(p, 3) for t, p in stt.hints}
+    assert hints["what time"] == 0.1, "its end-of-turn score went to the STT"
+    assert hints[text] == 0.8, "the held reply's Generate scored the candidate"
+    (turn,) = results
+    assert turn.preemptive_used and turn.end_of_turn_probability == pytest.approx(0.8) and turn.reply == "It is noon."
+    assert len(llm.generations) == 1
+    assert speculation["discarded_replies"] == 0 and speculation["tokens"] == 3
+
+
+def test_sync_mode_sends_no_prefill_and_no_hints() -> None:
+    text = "what time is it?"
+    steps = [
+        SttStep(Ev.SPEECH_STARTED, at_ms=100, start_ms=100),
+        SttStep(Ev.INTERIM, "what time", at_ms=300, start_ms=100),
+        SttStep(Ev.CANDIDATE_FINAL, text, at_ms=600, start_ms=100, end_ms=500),
+        SttStep(Ev.FINAL, text, at_ms=800, start_ms=100, end_ms=500),
+    ]
+    llm = FakeLanguageModel("It is noon.")
+
+    async def scenario() -> tuple[list[TurnResult], Any]:
+        return await converse(steps, llm, mode="sync")
+
+    results, (fakes, _) = asyncio.run(scenario())
+    assert len(results) == 1 and not llm.prefills and not fakes.stt.hints
+    assert not fakes.stt.configs[0].end_of_turn_hints
