@@ -106,6 +106,8 @@ def test_a_dropped_socket_offers_reconnect_and_reconnect_works() -> None:
                 await tab.click("#reconnect")
                 await wait_for(tab, listening, WAIT_S, "a new conversation")
                 second = await tab.evaluate("window.voiceAgent.sessionId")
+                divider = await tab.inner_text(".divider")
+            assert divider.startswith("new conversation"), divider
             return banner, first, second
 
     banner, first, second = run(scenario)

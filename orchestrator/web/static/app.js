@@ -188,6 +188,13 @@ function onEvent(m) {
     case "ready":
       ready = true;
       turnBase = turnItems.length;
+      if (agent.sessionId && agent.sessionId !== m.session_id) {
+        // Each socket is its own conversation: say so where the earlier turns end.
+        const note = document.createElement("li");
+        note.className = "divider";
+        note.textContent = "new conversation: the agent does not remember the turns above";
+        $("turns").appendChild(note);
+      }
       agent.sessionId = m.session_id;
       $("session").textContent = `session ${m.session_id} · ${m.mode} · barge-in ${m.barge_in ? "on" : "off"}`;
       setState("listening", "listening");
