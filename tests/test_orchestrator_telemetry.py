@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from orchestrator import Conversation, TurnResult
 from orchestrator.config import ServiceAddresses
+from service_runtime import telemetry
 from tests.fakes import (
     Ev,
     FakeLanguageModel,
@@ -108,3 +112,26 @@ def test_a_discarded_speculative_attempt_stays_in_its_turns_trace(span_exporter:
     assert result.trace_id in {tp.split("-")[1] for tp in stt.traceparents}
     attrs = dict(root.attributes or {})
     assert attrs["preemptive_used"] is False and attrs["transcript_chars"] == len(final)
+
+
+def test_a_conversation_leaves_the_process_tracer_provider_alone() -> None:
+    """The library never installs a provider (the entry point does): spans go to the one it is given."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    before, installed = trace.get_tracer_provider(), telemetry._provider
+
+    async def scenario() -> list[TurnResult]:
+        fakes = await serve_fakes(
+            FakeSpeechToText(utterance("hello", 100, 400, 500)), FakeLanguageModel("Hi."), FakeTextToSpeech()
+        )
+        addresses = ServiceAddresses(stt=fakes.address, llm=fakes.address, tts=fakes.address)
+        async with Conversation(addresses, sink=RecordingSink(), tracer_provider=provider) as conversation:
+            results = await conversation.run_file(bytes(16000), 16000, pace=False)
+        await fakes.server.stop(None)
+        return results
+
+    (result,) = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert trace.get_tracer_provider() is before and telemetry._provider is installed
+    (root,) = [s for s in exporter.get_finished_spans() if s.name == "turn"]
+    assert format(root.context.trace_id, "032x") == result.trace_id
