@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 from opentelemetry.trace import TracerProvider
@@ -23,23 +23,15 @@ from orchestrator.audio import STT_SAMPLE_RATE_HZ, AudioSink, MemorySink, Playou
 from orchestrator.clients import Clients, check_services
 from orchestrator.config import Mode, ServiceAddresses, Settings
 from orchestrator.events import ConversationEvent, EventKind, Listener, notify
-from orchestrator.listening import Listening, SttEvent, SttStream, pcm_source, recognition_config
+from orchestrator.listening import Listening, SttEvent, SttStream, pcm_source, recognition_config, ui_event_of
 from orchestrator.reply import ReplyContext, speak_streaming
-from orchestrator.speculation import Prefiller, SpeculationStats
+from orchestrator.speculation import EndOfTurnHints, SpeculationStats
 from orchestrator.sync_turn import speak_sync, utterance_span_ms
-from orchestrator.timing import Mark, TurnResult, span_figures, turn_result
+from orchestrator.timing import Mark, TurnResult
 from orchestrator.tracing import TurnTrace, turn_tracer
 from orchestrator.turn import Turn
 from orchestrator.turn_taking import Action, TurnTaking
 from voice.llm.v1 import llm_pb2
-
-_UI_EVENTS = {
-    SttEvent.SPEECH_STARTED: EventKind.SPEECH_STARTED,
-    SttEvent.INTERIM: EventKind.INTERIM,
-    SttEvent.CANDIDATE_FINAL: EventKind.CANDIDATE,
-    SttEvent.CANDIDATE_RETRACTED: EventKind.RETRACTED,
-    SttEvent.FINAL: EventKind.FINAL,
-}
 
 
 class Conversation:
@@ -100,7 +92,7 @@ class Conversation:
         self._run_results: list[TurnResult] = []
         self._failure: BaseException | None = None
         self._listening: Listening | None = None
-        self._prefiller: Prefiller | None = None
+        self._hints: EndOfTurnHints | None = None
         self.speculation = SpeculationStats()  # speculative work kept / thrown away, over all runs
 
     @property
@@ -164,7 +156,7 @@ class Conversation:
             speech_end_hint_ms=speech_end_ms,
         )
         hints = streaming and self.settings.end_of_turn_hints
-        self._prefiller = Prefiller(self._clients.llm, self.session_id) if hints else None
+        self._hints = EndOfTurnHints(self._clients.llm, self.session_id, listening) if hints else None
         listening.start(source)
         try:
             while self._failure is None and not listening.finished:
@@ -183,8 +175,8 @@ class Conversation:
                 raise self._failure
         finally:
             listening.close()
-            if self._prefiller is not None:
-                await self._prefiller.close()
+            if self._hints is not None:
+                await self._hints.close()
             for turn in self._turns:
                 if turn.task is not None and not turn.task.done():
                     turn.cancel_calls()
@@ -218,13 +210,12 @@ class Conversation:
     # ----------------------------------------------------------------- turn-taking steps
 
     async def _on_stt_event(self, stream: SttStream, event: SttEvent) -> None:
-        ui_kind = _UI_EVENTS.get(event.event)
-        if ui_kind is not None:
-            text = event.text.strip() if ui_kind is EventKind.FINAL else event.text
-            self._emit(ui_kind, "" if ui_kind is EventKind.SPEECH_STARTED else text, event.utterance_index)
+        if (ui_event := ui_event_of(event)) is not None:
+            notify(self.listener, ui_event)
         assert self._listening is not None
         steps = self._taking.decide(event.event, event.text)
-        self._prefill(stream, event, holds=any(step.action is Action.HOLD for step in steps))
+        if self._hints is not None:
+            self._hints.on_event(stream, event, holds=any(step.action is Action.HOLD for step in steps))
         for step in steps:
             current = self._taking.current
             if step.action is Action.INTERRUPT and current is not None and current.turn_id == step.turn_id:
@@ -239,21 +230,8 @@ class Conversation:
                 await self._discard(held)
             elif step.action is Action.NEXT_TURN:
                 self._listening.switch(stream, event)
-                if self._prefiller is not None:
-                    self._prefiller.reset()
-
-    def _prefill(self, stream: SttStream, event: SttEvent, *, holds: bool) -> None:
-        """The user's words so far into the LLM (INTERIM, CANDIDATE_FINAL); their end-of-turn score to the STT.
-
-        A candidate that starts a held reply is scored by that reply's Generate instead (same KV state).
-        """
-        prefiller, listening = self._prefiller, self._listening
-        if prefiller is None or listening is None or not event.text.strip():
-            return
-        if event.event == SttEvent.INTERIM or (event.event == SttEvent.CANDIDATE_FINAL and not holds):
-            prefiller.submit(event.text, lambda text, p: listening.hint(stream, text, p))
-        elif event.event == SttEvent.CANDIDATE_FINAL and event.text.strip() in prefiller.scores:
-            listening.hint(stream, event.text.strip(), prefiller.scores[event.text.strip()])
+                if self._hints is not None:
+                    self._hints.next_turn()
 
     def _start_turn(self, stream: SttStream, event: SttEvent, *, speculative: bool) -> Turn:
         """A reply attempt in `stream`'s turn trace: speculative ones get their own child span."""
@@ -278,8 +256,8 @@ class Conversation:
         )
         if speculative:
             turn.mark(Mark.SPEECH_END, self._listening.speech_end_t(turn.offset_ms, event))
-            if self._prefiller is not None:
-                turn.on_end_of_turn = self._hint_for(stream, transcript)
+            if self._hints is not None:
+                turn.on_end_of_turn = self._hints.for_turn(stream, transcript)
         else:
             self._mark_final(turn, event)
             turn.confirmed.set()
@@ -289,15 +267,6 @@ class Conversation:
         turn.task = asyncio.create_task(self._speak(turn))
         turn.task.add_done_callback(self._turn_ended)
         return turn
-
-    def _hint_for(self, stream: SttStream, text: str) -> Callable[[float], None]:
-        def hint(probability: float) -> None:
-            if self._prefiller is not None:
-                self._prefiller.scores[text] = probability
-            if self._listening is not None:
-                self._listening.hint(stream, text, probability)
-
-        return hint
 
     def _mark_final(self, turn: Turn, event: SttEvent) -> None:
         assert self._listening is not None
@@ -372,22 +341,15 @@ class Conversation:
     def _abort(self, turn: Turn, error: BaseException) -> None:
         if turn.done.is_set():
             return
-        turn.cancel_calls()
         if turn.playing:
             self.sink.stop()
             self.sink.end()
-        turn.trace.failed(error)
-        turn.done.set()
+        turn.fail(error)
 
     def _finish(self, turn: Turn) -> None:
         if turn.done.is_set():
             return
-        result = turn_result(turn.timeline.at, turn.outcome(self.mode, self.session_id))
-        turn.trace.finished(
-            span_figures(result), audio_s=result.audio_s, barge_in=result.barge_in, t_end=turn.timeline.at.get(Mark.END)
-        )
-        turn.done.set()
-        turn.llm_done.set()
+        result = turn.finish(self.mode, self.session_id)
         self.speculation.kept(turn)
         self.results.append(result)
         self._run_results.append(result)

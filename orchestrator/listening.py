@@ -23,6 +23,7 @@ from orchestrator import tracing
 from orchestrator.audio import BYTES_PER_SAMPLE, STT_SAMPLE_RATE_HZ
 from orchestrator.clients import Clients
 from orchestrator.config import Settings
+from orchestrator.events import ConversationEvent, EventKind
 from voice.stt.v1 import stt_pb2
 
 log = logging.getLogger("orchestrator")
@@ -251,6 +252,24 @@ class Listening:
             self._inbox.put_nowait((stream, self._clients.error("stt", error)))
         finally:
             self._inbox.put_nowait((stream, None))
+
+
+_UI_EVENTS = {
+    SttEvent.SPEECH_STARTED: EventKind.SPEECH_STARTED,
+    SttEvent.INTERIM: EventKind.INTERIM,
+    SttEvent.CANDIDATE_FINAL: EventKind.CANDIDATE,
+    SttEvent.CANDIDATE_RETRACTED: EventKind.RETRACTED,
+    SttEvent.FINAL: EventKind.FINAL,
+}
+
+
+def ui_event_of(event: SttEvent) -> ConversationEvent | None:
+    """What the user sees of an STT event (a FINAL's text stripped: empty means noise)."""
+    kind = _UI_EVENTS.get(event.event)
+    if kind is None:
+        return None
+    text = "" if kind is EventKind.SPEECH_STARTED else event.text.strip() if kind is EventKind.FINAL else event.text
+    return ConversationEvent(kind, text, event.utterance_index)
 
 
 def recognition_config(settings: Settings) -> stt_pb2.RecognitionConfig:

@@ -5,6 +5,7 @@
 end-of-turn probability goes to the STT as a hint for the endpoint. At most one Prefill is in
 flight per conversation; texts that arrive meanwhile are coalesced (only the latest is sent).
 
+`EndOfTurnHints` routes the texts to the Prefiller and the scores to the STT stream of the turn.
 `SpeculationStats` counts the LLM tokens and TTS audio of speculative replies that were discarded
 (the user went on speaking) against all that was produced.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from orchestrator.listening import Listening, SttEvent, SttStream
 from orchestrator.turn import Turn
 from voice.llm.v1 import llm_pb2
 
@@ -76,6 +78,41 @@ class Prefiller:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+
+
+class EndOfTurnHints:
+    """While the user speaks: their words so far into the LLM (`Prefiller`), and the LLM's
+    end-of-turn probability for them to the STT stream listening for the turn (the endpoint hint)."""
+
+    def __init__(self, llm: object, session_id: str, listening: Listening) -> None:
+        self.prefiller = Prefiller(llm, session_id)
+        self._listening = listening
+
+    def on_event(self, stream: SttStream, event: SttEvent, *, holds: bool) -> None:
+        """INTERIM and CANDIDATE_FINAL texts are prefilled and scored; a candidate that starts a
+        held reply is scored by that reply's Generate instead (same KV state, `for_turn`)."""
+        text, listening, prefiller = event.text.strip(), self._listening, self.prefiller
+        if not text:
+            return
+        if event.event == SttEvent.INTERIM or (event.event == SttEvent.CANDIDATE_FINAL and not holds):
+            prefiller.submit(text, lambda scored, p: listening.hint(stream, scored, p))
+        elif event.event == SttEvent.CANDIDATE_FINAL and text in prefiller.scores:
+            listening.hint(stream, text, prefiller.scores[text])
+
+    def for_turn(self, stream: SttStream, text: str) -> Callable[[float], None]:
+        """Where a held reply's Generate sends the end-of-turn probability it read for `text`."""
+
+        def hint(probability: float) -> None:
+            self.prefiller.scores[text] = probability
+            self._listening.hint(stream, text, probability)
+
+        return hint
+
+    def next_turn(self) -> None:
+        self.prefiller.reset()
+
+    async def close(self) -> None:
+        await self.prefiller.close()
 
 
 @dataclass

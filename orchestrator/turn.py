@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.audio import BYTES_PER_SAMPLE
-from orchestrator.timing import Mark, Outcome, Timeline
+from orchestrator.timing import Mark, Outcome, Timeline, TurnResult, span_figures, turn_result
 from orchestrator.tracing import TurnTrace
 from voice.llm.v1 import llm_pb2
 from voice.tts.v1 import tts_pb2
@@ -144,6 +144,21 @@ class Turn:
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    def finish(self, mode: str, session_id: str) -> TurnResult:
+        """The turn is over (played or stopped): its result, its spans ended, every waiter released."""
+        result = turn_result(self.timeline.at, self.outcome(mode, session_id))
+        end = self.timeline.at.get(Mark.END)
+        self.trace.finished(span_figures(result), audio_s=result.audio_s, barge_in=result.barge_in, t_end=end)
+        self.done.set()
+        self.llm_done.set()
+        return result
+
+    def fail(self, error: BaseException) -> None:
+        """The turn failed (or its run ended under it): its calls cancelled, its spans ended with the error."""
+        self.cancel_calls()
+        self.trace.failed(error)
+        self.done.set()
 
     def outcome(self, mode: str, session_id: str) -> Outcome:
         summary = self.spoken.summary
