@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     names = args.fixtures.split(",") if args.fixtures else None
-    utts = load_utterances(FIXTURE_DIR, names=names)
+    utts = load_utterances(FIXTURE_DIR, names=names, max_ms=7000)
     if not utts:
         raise SystemExit(f"no usable fixtures in {FIXTURE_DIR}")
     if len(utts) < 5:
@@ -166,7 +166,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def order(results: dict[str, Any]) -> dict[str, Any]:
     """Headline keys first in results.json."""
-    first = ["dead_air_ms", "ratio_sync_over_streaming", "targets", "turn_taking", "stt", "llm", "tts", "concurrency"]
+    first = ["dead_air_ms", "after_endpoint_ms", "premature_turns", "speculative_discarded", "end_of_turn"]
+    first += ["dead_air_by_kind_ms", "ratio_sync_over_streaming", "ratio_sync_over_streaming_by_reply", "targets"]
+    first += ["turn_taking", "stt", "llm", "tts", "concurrency"]
     first += ["capacity"]
     first += ["services", "machine", "seed_baseline", "config", "breakdown_ms", "bench_wall_s", "notes"]
     out = {k: results[k] for k in first if k in results}

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import latency
 from bench.stats import dig
 
 SEED_BASELINE = {"dead_air_ms": 6090, "total_ms": 16510, "machine": "Apple M4"}
@@ -163,6 +164,7 @@ def render(results: Mapping[str, Any]) -> str:
                 ],
             )
         )
+    out += latency.render(results, format_table)
 
     comp: list[list[Any]] = []
     stt = results.get("stt") or {}

@@ -160,10 +160,13 @@ def evaluate_targets(results: Mapping[str, Any]) -> dict[str, Any]:
     tt = results.get("turn_taking") or {}
     if tt:
         premature_total = sum(int(v.get("premature", 0)) for v in tt.values() if isinstance(v, Mapping))
+    if results.get("premature_turns") is not None:
+        premature_total = int(results["premature_turns"])
     return {
         "streaming_dead_air_p50_ms": check_target(dig(results, "dead_air_ms", "streaming", "p50"), 400),
         "streaming_dead_air_p95_ms": check_target(dig(results, "dead_air_ms", "streaming", "p95"), 700),
         "ratio_sync_over_streaming": check_target(results.get("ratio_sync_over_streaming"), 5, higher_is_better=True),
+        "after_endpoint_p50_ms": check_target(dig(results, "after_endpoint_ms", "p50"), 80),
         "stt_final_after_endpoint_ms": check_target(dig(results, "stt", "final_after_endpoint_ms", "p50"), 150),
         "llm_ttft_ms": check_target(dig(results, "llm", "ttft_client_ms", "p50"), 60),
         "tts_ttfa_ms": check_target(dig(results, "tts", "ttfa_ms", "p50"), 150),

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from bench import latency
 from bench.fixtures import Utterance
 from bench.stats import corpus_wer, ratio, summarize, turn_counts
 
@@ -75,6 +76,7 @@ async def run_turn(conv: Any, utt: Utterance, mode: str, label: str, progress: P
     """One fixture spoken at real-time pace into a conversation; a row describing what the user experienced."""
     t0 = time.perf_counter()
     row: dict[str, Any] = {"label": label, "mode": mode, "fixture": utt.name, "reference": utt.text}
+    before = latency.speculation_snapshot(conv)
     try:
         results = await asyncio.wait_for(
             conv.run_file(utt.pcm, utt.sample_rate_hz, pace=True, speech_end_ms=utt.speech_end_ms), TURN_TIMEOUT_S
@@ -96,6 +98,7 @@ async def run_turn(conv: Any, utt: Utterance, mode: str, label: str, progress: P
     row["preemptive_used"] = bool(last.get("preemptive_used"))
     row["barge_in"] = any(bool(t.get("barge_in")) for t in turns)
     row["trace_id"] = last.get("trace_id")
+    row.update(latency.turn_fields(last, len(turns), utt.kind, before, latency.speculation_snapshot(conv)))
     flag = "" if row["turns"] == 1 else f"  <-- {row['turns']} turns"
     progress(
         f"{label:<14} {mode:<9} {utt.name:<20} dead_air={_fmt(row['dead_air_ms'])} "
@@ -161,6 +164,7 @@ def summarize_turns(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "preemptive_used": sum(1 for r in mine if r.get("preemptive_used")),
         }
     out["ratio_sync_over_streaming"] = ratio(out["dead_air_ms"]["sync"]["p50"], out["dead_air_ms"]["streaming"]["p50"])
+    out.update(latency.summarize_latency(rows, MODES))
     return out
 
 

@@ -14,8 +14,9 @@ Endpointing policy (per utterance):
     a language model's end-of-turn probability, `on_hint`), the meaning decides instead of the
     punctuation: a text that trails off (word lists, "," "...") waits `endpoint_ms`; else the
     hint maps to a silence (`hinted_endpoint_ms` when likely finished, `endpoint_ms` when
-    unlikely, in between from `min_endpoint_ms` up); until the hint arrives the utterance waits
-    (at most `endpoint_ms`). The endpoint needs the candidate text: if it is
+    unlikely, in between from `min_endpoint_ms` up; a text without a final . ? ! ends early only
+    on a sure hint, else waits `endpoint_ms`); until the hint arrives the utterance waits (at
+    most `endpoint_ms`). The endpoint needs the candidate text: if it is
     not decoded yet when the short endpoint is reached, the tracker blocks (`blocked`) until
     `on_candidate` is called, then decides on the audio seen up to that frame;
   * speech resuming after a candidate -> CANDIDATE_RETRACTED and the utterance goes on;
@@ -87,6 +88,7 @@ class EndpointConfig:
     hinted_endpoint_ms: int = 200  # silence that ends an utterance the hint calls finished
     hint_high: float = 0.7  # at or above: finished (hinted_endpoint_ms)
     hint_low: float = 0.45  # at or below: unfinished (endpoint_ms)
+    hint_sure: float = 0.85  # a text without final . ? ! needs this much to end at hinted_endpoint_ms
 
 
 class ActionKind(enum.Enum):
@@ -232,6 +234,8 @@ class UtteranceTracker:
             return cfg.min_endpoint_ms
         if hint is None or trails_off(text) or hint <= cfg.hint_low:
             return cfg.endpoint_ms
+        if not text.rstrip().endswith((".", "?", "!")):  # no final mark: only a sure hint ends the turn early
+            return cfg.hinted_endpoint_ms if hint >= cfg.hint_sure else cfg.endpoint_ms
         if hint >= cfg.hint_high:
             return cfg.hinted_endpoint_ms
         share = (cfg.hint_high - hint) / (cfg.hint_high - cfg.hint_low)

@@ -131,3 +131,30 @@ def test_capacity_is_the_last_level_under_the_dead_air_limit_and_sizing_scales_f
         {"conversations": 10, "replicas_each": 5, "cores": 10, "memory_mib": 7750},
     ]
     assert capacity({"1": {"dead_air_ms": {"p95": 100.0}, "errors": 1}}, cores=2)["conversations_per_replica_set"] == 0
+
+
+def test_latency_summary_decisions_after_endpoint_and_speculation() -> None:
+    from bench.latency import summarize_latency, turn_fields
+
+    spec_before = {"tokens": 10, "discarded_tokens": 2, "tts_ms": 100.0, "discarded_tts_ms": 0.0}
+    spec_after = {"tokens": 30, "discarded_tokens": 7, "tts_ms": 900.0, "discarded_tts_ms": 300.0}
+    rows = []
+    for mode, kind, dead, endpoint, turns in (
+        ("streaming", "question", 500.0, 200, 1),
+        ("streaming", "long_reply", 600.0, 1000, 1),  # waited the long endpoint: late
+        ("streaming", "paused_clause", 700.0, 200, 2),  # answered in the pause: premature
+        ("sync", "question", 1500.0, 320, 1),
+        ("sync", "long_reply", 6000.0, 320, 1),
+    ):
+        row = {"mode": mode, "turns": turns, "dead_air_ms": dead}
+        last = {"dead_air_ms": dead, "endpoint_silence_ms": endpoint}
+        row.update(turn_fields(last, turns, kind, spec_before, spec_after if mode == "streaming" else {}))
+        rows.append(row)
+    out = summarize_latency(rows, ("streaming", "sync"))
+    assert out["end_of_turn"]["streaming"] == {"ok": 1, "late": 1, "premature": 1, "missed": 0}
+    assert out["premature_turns"] == 1
+    assert out["after_endpoint_ms"]["p50"] == 300.0  # of 500-200, 600-1000, 700-200
+    assert out["speculative_discarded"]["tokens"] == 15 and out["speculative_discarded"]["tokens_total"] == 60
+    assert out["speculative_discarded"]["tokens_pct"] == 25.0 and out["speculative_discarded"]["tts_ms"] == 900
+    assert out["ratio_sync_over_streaming_by_reply"]["long_reply"]["ratio"] == 10.0
+    assert out["dead_air_by_kind_ms"]["streaming"]["paused_clause"]["p50"] == 700.0
