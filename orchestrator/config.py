@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Literal, Self
+from typing import Any, Literal, TypeVar
 
 from service_runtime.tls import ClientTls, add_client_arguments
 from voice.llm.v1 import llm_pb2
 
 Mode = Literal["streaming", "sync"]
+# `typing.Self` needs Python 3.11; the project supports 3.10.
+SettingsT = TypeVar("SettingsT", bound="Settings")
 
 DEFAULT_ADDRESSES = {"stt": "127.0.0.1:50051", "llm": "127.0.0.1:50052", "tts": "127.0.0.1:50053"}
 SERVICE_NAMES = {"stt": "stt-service", "llm": "llm-service", "tts": "tts-service"}
@@ -82,7 +84,7 @@ class Settings:
     end_of_turn_hints: bool = True
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> Self:
+    def from_args(cls: type[SettingsT], args: argparse.Namespace, **overrides: Any) -> SettingsT:
         """From the flags `orchestrator talk / demo / web` share (see `orchestrator.__main__`)."""
         options: dict[str, Any] = {
             "mode": args.mode,

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from orchestrator import (
     Conversation,
@@ -45,7 +45,7 @@ class ConversationOptions(Settings):
     addresses: ServiceAddresses = field(default_factory=ServiceAddresses)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> Self:
+    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> ConversationOptions:
         return super().from_args(args, addresses=ServiceAddresses.from_args(args), session_id="", **overrides)
 
     def conversation(self, *, sink: Any, listener: Callable[[ConversationEvent], None], barge_in: bool) -> Conversation:
