@@ -54,6 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="play each reply in simulated real time before the next turn (slower; dead air unchanged)",
     )
+    p.add_argument(
+        "--compare-hints",
+        action="store_true",
+        help="also run streaming without the LLM end-of-turn hints (the STT's own endpointing) in the same run",
+    )
     p.add_argument("--llm-max-tokens", type=int, default=64, help="max_tokens of the LLM component runs")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results.json", help="results file (default %(default)s)")
     p.add_argument("--log-dir", type=Path, default=BENCH_DIR / "out", help="service logs, table, details")
@@ -128,7 +133,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             progress("warm-up turns (one per mode, not counted)")
             await turns.warm_up_turns(services.addresses, utts[0], progress)
             progress(f"spoken turns: {len(utts)} fixtures x {args.rounds} round(s), streaming and sync alternating")
-            rows = await turns.alternating(services.addresses, utts, args.rounds, progress)
+            modes = (*turns.MODES, turns.NO_HINTS) if args.compare_hints else turns.MODES
+            rows = await turns.alternating(services.addresses, utts, args.rounds, progress, modes)
             results.update(turns.summarize_turns(rows))
             results["turns"] = rows
             phases["turns_s"] = round(time.perf_counter() - mark, 1)

@@ -95,10 +95,15 @@ def render(results: Mapping[str, Any], format_table: Any) -> list[str]:
         return []
     out = ["", "Dead air by kind of fixture (ms; paused_clause: 300-900 ms pauses after complete-sounding clauses)"]
     rows = []
+    modes = list(by_kind)
     for kind in KINDS:
-        s, y = by_kind.get("streaming", {}).get(kind, {}), by_kind.get("sync", {}).get(kind, {})
-        rows.append([kind, s.get("n"), s.get("p50"), s.get("p95"), y.get("p50"), y.get("p95")])
-    out.append(format_table(["kind", "n", "streaming p50", "p95", "sync p50", "p95"], rows))
+        row: list[Any] = [kind, by_kind.get("streaming", {}).get(kind, {}).get("n")]
+        for mode in modes:
+            d = by_kind[mode].get(kind, {})
+            row += [d.get("p50"), d.get("p95")]
+        rows.append(row)
+    headers = ["kind", "n"] + [h for mode in modes for h in (f"{mode} p50", "p95")]
+    out.append(format_table(headers, rows))
     out += ["", "End of turn (premature = cut the user off; late = waited the long endpoint on a finished utterance)"]
     rows = []
     after = results.get("after_endpoint_by_mode_ms") or {}

@@ -105,7 +105,7 @@ def render(results: Mapping[str, Any]) -> str:
         out.append("")
         out.append("Dead air: last user speech sample sent -> first agent audio sample received (ms)")
         rows: list[list[Any]] = []
-        for mode in ("streaming", "sync"):
+        for mode in dead:
             d = dead.get(mode, {})
             b = dig(results, "breakdown_ms", mode) or {}
             rows.append(

@@ -21,6 +21,9 @@ from bench.stats import corpus_wer, ratio, summarize, turn_counts
 
 Progress = Callable[[str], None]
 MODES = ("streaming", "sync")
+# Optional third mode (--compare-hints): streaming with the STT's own endpointing (no LLM
+# end-of-turn hints, no prefill), i.e. the pipeline before issue 15, in the same run.
+NO_HINTS = "streaming-nohints"
 TURN_TIMEOUT_S = 180.0  # a stuck turn is reported as an error instead of hanging the bench
 TURN_FIELDS = (
     "dead_air_ms",
@@ -46,9 +49,10 @@ def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> 
 
     return Conversation(
         ServiceAddresses(**addresses, tls=ClientTls.from_env()),
-        mode=mode,  # type: ignore[arg-type]
+        mode="streaming" if mode == NO_HINTS else mode,  # type: ignore[arg-type]
         session_id=session_id,
         sink=MemorySink(realtime=REALTIME_PLAYBACK),
+        end_of_turn_hints=mode != NO_HINTS,
     )
 
 
@@ -126,7 +130,11 @@ async def warm_up_turns(addresses: dict[str, str], utt: Utterance, progress: Pro
 
 
 async def alternating(
-    addresses: dict[str, str], utts: list[Utterance], rounds: int, progress: Progress
+    addresses: dict[str, str],
+    utts: list[Utterance],
+    rounds: int,
+    progress: Progress,
+    modes: tuple[str, ...] = MODES,
 ) -> list[dict[str, Any]]:
     """Each fixture in streaming and in sync mode back to back (order flipped every other turn), `rounds` times.
 
@@ -135,10 +143,10 @@ async def alternating(
     rows: list[dict[str, Any]] = []
     run = uuid.uuid4().hex[:8]
     for r in range(rounds):
-        convs = {mode: open_conversation(addresses, mode, f"bench-{mode}-{run}-r{r}") for mode in MODES}
+        convs = {mode: open_conversation(addresses, mode, f"bench-{mode}-{run}-r{r}") for mode in modes}
         try:
             for i, utt in enumerate(utts):
-                order = MODES if (r * len(utts) + i) % 2 == 0 else MODES[::-1]
+                order = modes if (r * len(utts) + i) % 2 == 0 else modes[::-1]
                 for mode in order:
                     label = f"r{r + 1}/{rounds} {i + 1}/{len(utts)}"
                     rows.append(await run_turn(convs[mode], utt, mode, label, progress))
@@ -151,7 +159,8 @@ async def alternating(
 def summarize_turns(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """dead_air_ms per mode, the sync ÷ streaming ratio, latency breakdown and turn-taking quality."""
     out: dict[str, Any] = {"dead_air_ms": {}, "breakdown_ms": {}, "turn_taking": {}}
-    for mode in MODES:
+    modes = (*MODES, *sorted({r["mode"] for r in rows} - set(MODES)))
+    for mode in modes:
         mine = [r for r in rows if r["mode"] == mode]
         dead = summarize(r.get("dead_air_ms") for r in mine)
         out["dead_air_ms"][mode] = {"p50": dead["p50"], "p95": dead["p95"], "n": dead["n"], "mean": dead["mean"]}
@@ -164,7 +173,7 @@ def summarize_turns(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "preemptive_used": sum(1 for r in mine if r.get("preemptive_used")),
         }
     out["ratio_sync_over_streaming"] = ratio(out["dead_air_ms"]["sync"]["p50"], out["dead_air_ms"]["streaming"]["p50"])
-    out.update(latency.summarize_latency(rows, MODES))
+    out.update(latency.summarize_latency(rows, modes))
     return out
 
 
