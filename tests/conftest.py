@@ -34,7 +34,8 @@ from voice.tts.v1 import tts_pb2_grpc
 
 @pytest.fixture(scope="session")
 def collector() -> Iterator[OtlpCollector]:
-    """The in-test OTLP/gRPC collector the shared stack exports to (filter by `mark()`)."""
+    """The in-test OTLP/gRPC collector the shared stack exports to. Spans of every test land here:
+    pick a call's own by its trace id (`tests.helpers.traced()`)."""
     c = OtlpCollector().start()
     try:
         yield c
@@ -69,6 +70,8 @@ def stack(collector: OtlpCollector, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="session")
 def channels(stack: Stack) -> Iterator[dict[str, grpc.Channel]]:
+    """One channel per shared service for the whole run (tests that need a connection of their
+    own, e.g. with other flow-control options, open it themselves)."""
     opened = {kind: grpc.insecure_channel(stack.address(kind)) for kind in stack.procs}
     yield opened
     for channel in opened.values():
@@ -77,7 +80,6 @@ def channels(stack: Stack) -> Iterator[dict[str, grpc.Channel]]:
 
 @pytest.fixture()
 def stt(stack: Stack, channels: dict[str, grpc.Channel]) -> stt_pb2_grpc.SpeechToTextStub:
-    # Per test, on the current address: a module before may have restarted a service.
     return stt_pb2_grpc.SpeechToTextStub(channels["stt"])
 
 

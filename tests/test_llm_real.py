@@ -93,10 +93,11 @@ def test_second_turn_reuses_the_first(stub: llm_pb2_grpc.LanguageModelStub) -> N
 
 def test_history_truncation_with_small_context(stub: llm_pb2_grpc.LanguageModelStub) -> None:
     sid = "real-truncation"
-    # ~100 tokens per 8 sentences: each turn takes about a fifth of the context.
-    filler = "Here is some context about my day that you should remember. " * (8 * LLM_N_CTX // 512)
+    # ~12 tokens a sentence: each turn takes over a third of the context, so the third one
+    # does not fit next to the first two (the fewest tokens the model must read to get there).
+    filler = "Here is some context about my day that you should remember. " * (30 * LLM_N_CTX // 1024)
     dropped = 0
-    for i in range(5):
+    for i in range(3):
         _, final = run(
             stub,
             llm_pb2.GenerateRequest(session_id=sid, messages=[user(f"Turn {i}. {filler}")], max_tokens=16),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +20,9 @@ from stt_service.endpointing import ActionKind, EndpointConfig, UtteranceTracker
 from stt_service.engine import DecodeOptions
 from stt_service.text_filter import accept
 from stt_service.vad import FRAME, SileroVad, speech_regions
+from tests.helpers import AUDIO, FIXTURES
 from tests.wer import wer
 
-AUDIO = Path(__file__).parent / "fixtures" / "audio"
-FIXTURES = json.loads((AUDIO / "transcripts.json").read_text())
 CFG = EndpointConfig(endpoint_ms=1000, min_endpoint_ms=320, candidate_ms=200)
 MS_PER_FRAME = 32
 
@@ -243,7 +240,7 @@ def test_vad_state_is_independent_of_chunking(vad: SileroVad) -> None:
     assert np.allclose(np.concatenate(pieces), whole, atol=1e-4)
 
 
-@pytest.mark.parametrize("item", FIXTURES, ids=[f["file"] for f in FIXTURES])
+@pytest.mark.parametrize("item", FIXTURES.values(), ids=list(FIXTURES))
 def test_vad_regions_match_the_fixture_timings(vad: SileroVad, item: dict) -> None:
     regions = speech_regions(vad.probabilities(_pcm(item["file"])))
     if item["kind"] in ("noise", "silence"):

@@ -52,7 +52,7 @@ def whisper(stt: stt_pb2_grpc.SpeechToTextStub) -> stt_pb2_grpc.SpeechToTextStub
     return stt
 
 
-def pcm(responses: list[tts_pb2.SynthesizeResponse]) -> np.ndarray:
+def samples(responses: list[tts_pb2.SynthesizeResponse]) -> np.ndarray:
     return np.frombuffer(b"".join(r.audio for r in responses), dtype="<i2")
 
 
@@ -121,7 +121,7 @@ def test_speech_is_audible_long_enough_and_recognised(
     text = "The quick brown fox jumps over the lazy dog. Please call me back tomorrow morning."
     responses = list(stub.Synthesize(tts_pb2.SynthesizeRequest(text=text, sample_rate_hz=STT_RATE), timeout=60))
     assert {r.sample_rate_hz for r in responses} == {STT_RATE}
-    audio = pcm(responses)
+    audio = samples(responses)
     seconds = audio.size / STT_RATE
     assert rms(audio) > 500, "audio is (nearly) silent"
     assert 0.04 * len(text) < seconds < 0.2 * len(text), f"{seconds:.2f}s of audio for {len(text)} characters"
@@ -151,7 +151,7 @@ def test_emoji_and_markdown_are_not_read_aloud(
     responses = list(stub.Synthesize(tts_pb2.SynthesizeRequest(text=text, sample_rate_hz=STT_RATE), timeout=60))
     spoken = " ".join(dict.fromkeys(r.spoken_text for r in responses))
     assert "*" not in spoken and "😊" not in spoken
-    heard = transcribe(whisper, pcm(responses)).lower()
+    heard = transcribe(whisper, samples(responses)).lower()
     for word in ("asterisk", "smiling", "face", "flag", "star"):
         assert word not in heard, heard
     for word in ("paris", "capital", "france", "may"):
@@ -162,7 +162,7 @@ def test_emoji_and_markdown_are_not_read_aloud(
 def test_other_scripts_and_control_characters_do_not_break_synthesis(stub: tts_pb2_grpc.TextToSpeechStub) -> None:
     text = "Привет мир. Hello 你好 world.\x00\x07 مرحبا [[ phonemes ]] done."
     responses = list(stub.Synthesize(tts_pb2.SynthesizeRequest(text=text), timeout=60))
-    assert rms(pcm(responses)) > 500
+    assert rms(samples(responses)) > 500
     assert all("Chinese" not in r.spoken_text and "\x00" not in r.spoken_text for r in responses)
 
 
@@ -223,7 +223,7 @@ def test_streamed_fragments_are_spoken_sentence_by_sentence_while_text_still_arr
     for _, sentence, start, end in texts:
         assert text[start:end] == sentence
     assert sum(r.sentence_end for r in responses) == 3
-    assert wer(text, transcribe(whisper, pcm(responses))) <= 0.2
+    assert wer(text, transcribe(whisper, samples(responses))) <= 0.2
 
 
 def test_streaming_without_config_uses_the_default_voice(stub: tts_pb2_grpc.TextToSpeechStub) -> None:
@@ -253,7 +253,7 @@ def test_cancel_mid_stream_frees_the_stream_and_the_next_request_works(
     wait_active(stub, 0)
     print(f"\ncancel → active_streams 0 in {(time.monotonic() - cancelled_at) * 1000:.0f} ms")
     after = list(stub.Synthesize(tts_pb2.SynthesizeRequest(text="Still here."), timeout=30))
-    assert rms(pcm(after)) > 500
+    assert rms(samples(after)) > 500
     rpc, synthesized = rpc_and_sentences(collector, trace_id)
     assert "cancelled" in rpc.events
     assert len(synthesized) < sentences, "the worker went on with the cancelled text"
@@ -392,7 +392,7 @@ def test_list_voices_and_choosing_a_voice(stub: tts_pb2_grpc.TextToSpeechStub) -
         (SECOND_VOICE, "en_US", 22050, "piper", False),
     ]
     responses = list(stub.Synthesize(tts_pb2.SynthesizeRequest(text="Hi.", voice=SECOND_VOICE), timeout=30))
-    assert rms(pcm(responses)) > 500
+    assert rms(samples(responses)) > 500
 
 
 def test_spans_report_time_to_first_audio_per_request_and_sentence(
