@@ -84,8 +84,7 @@ class FakeSpeechToText(stt_pb2_grpc.SpeechToTextServicer):
         self.emitted: list[int] = []
         self.input_ended = asyncio.Event()  # the input of a stream that kept the script ended
         self.hints: list[tuple[str, float]] = []  # end_of_turn hints received (text, probability)
-        self.candidate_hinted = asyncio.Event()  # a hint for a CANDIDATE_FINAL text it sent arrived
-        self._candidates: set[str] = set()
+        self._hinted: dict[str, asyncio.Event] = {}
         self._cursor = 0
         self._next_base_ms = 0
 
@@ -106,8 +105,7 @@ class FakeSpeechToText(stt_pb2_grpc.SpeechToTextServicer):
                     state["rate"] = request.config.sample_rate_hz or 16000
                 elif request.HasField("end_of_turn"):
                     self.hints.append((request.end_of_turn.text, request.end_of_turn.probability))
-                    if request.end_of_turn.text in self._candidates:
-                        self.candidate_hinted.set()
+                    self.hinted(request.end_of_turn.text).set()
                 else:
                     state["ms"] += len(request.audio) / 2 / state["rate"] * 1000
                 changed.set()
@@ -130,8 +128,6 @@ class FakeSpeechToText(stt_pb2_grpc.SpeechToTextServicer):
                     await changed.wait()
                 self._cursor += 1
                 self.emitted.append(step.event)
-                if step.event == Ev.CANDIDATE_FINAL:
-                    self._candidates.add(step.text)
                 position = int(state["ms"])
                 if step.event == Ev.FINAL and step.text.strip():
                     state["handed_over"] = True
@@ -150,6 +146,10 @@ class FakeSpeechToText(stt_pb2_grpc.SpeechToTextServicer):
             await ended.wait()
         finally:
             reader.cancel()
+
+    def hinted(self, text: str) -> asyncio.Event:
+        """Set once an end-of-turn hint for `text` has arrived (on any stream)."""
+        return self._hinted.setdefault(text, asyncio.Event())
 
     async def Recognize(self, request: stt_pb2.RecognizeRequest, context: Any) -> stt_pb2.RecognizeResponse:
         self.recognize_requests.append(request)

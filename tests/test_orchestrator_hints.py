@@ -6,12 +6,14 @@ Only a FINAL releases audio. Sync mode (the baseline) does none of it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from orchestrator import Conversation, TurnResult
 from orchestrator.config import ServiceAddresses
+from orchestrator.listening import pcm_source
 from tests.fakes import (
     Ev,
     FakeLanguageModel,
@@ -53,15 +55,27 @@ def test_interim_words_are_prefilled_and_the_candidate_is_scored_by_the_held_rep
             SttStep(Ev.SPEECH_STARTED, at_ms=100, start_ms=100),
             SttStep(Ev.INTERIM, "what time", at_ms=300, start_ms=100),
             SttStep(Ev.CANDIDATE_FINAL, text, at_ms=600, start_ms=100, end_ms=500),
-            # Like the STT: the FINAL waits for the candidate's hint.
-            SttStep(Ev.FINAL, text, after=stt.candidate_hinted, start_ms=100, end_ms=500),
+            SttStep(Ev.FINAL, text, start_ms=100, end_ms=500),  # when the input ends
         ]
+
+        async def microphone() -> AsyncIterator[bytes]:
+            """A second of audio, then open (like a live microphone) until the STT has both hints.
+
+            Unpaced, the audio is sent at once: a hint that comes after the input has ended, or after
+            the FINAL has switched streams, is no longer sent (the STT ends the utterance without it),
+            so the test waits for both instead of racing the Prefill and the held reply's Generate.
+            """
+            async for chunk in pcm_source(silence(1.0), pace=False):
+                yield chunk
+            await stt.hinted("what time").wait()
+            await stt.hinted(text).wait()
+
         fakes = await serve_fakes(stt, llm, FakeTextToSpeech(samples_per_char=160))
         conversation = Conversation(
             ServiceAddresses(stt=fakes.address, llm=fakes.address, tts=fakes.address), sink=RecordingSink()
         )
         try:
-            results = await asyncio.wait_for(conversation.run_file(silence(1.0), 16000, pace=False), WAIT_S)
+            results = await asyncio.wait_for(conversation.run(microphone(), pace=False), WAIT_S)
         finally:
             await conversation.close()
             await fakes.server.stop(None)
