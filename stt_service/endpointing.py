@@ -54,14 +54,29 @@ INCOMPLETE_ENDINGS = frozenset(
 
 def trails_off(text: str) -> bool:
     """True when `text` ends in a way that announces more (punctuation aside): a conjunction,
-    preposition, article, filler... (the word lists), or "," "..." ":" ";" "-"."""
+    preposition, article, filler... (the word lists), "," "..." ":" ";" "-", or a list read out
+    whose last item has no "and"/"or" before it ("eggs, milk." / "one, two, three")."""
     text = text.strip()
     if text.endswith(("...", "…", ",", "-", ":", ";")):
         return True
     words = re.findall(r"[a-z']+", text.lower())
     if not words:
         return False
-    return words[-1] in INCOMPLETE_LAST_WORDS or " ".join(words[-2:]) in INCOMPLETE_ENDINGS
+    if words[-1] in INCOMPLETE_LAST_WORDS or " ".join(words[-2:]) in INCOMPLETE_ENDINGS:
+        return True
+    return _open_list(text)
+
+
+# Short closing words after a comma that end a sentence ("..., please.") rather than a list.
+LIST_CLOSERS = frozenset("please thanks thank you too right okay ok now today tonight tomorrow again".split())
+
+
+def _open_list(text: str) -> bool:
+    items = [item.strip(" .?!").lower() for item in text.split(",")]
+    if len(items) < 2:
+        return False
+    last = items[-1].split()
+    return 0 < len(last) <= 2 and not {"and", "or"} & set(last) and last[-1] not in LIST_CLOSERS
 
 
 def looks_complete(text: str) -> bool:
@@ -86,9 +101,9 @@ class EndpointConfig:
     post_pad_ms: int = 200  # audio after the last voiced frame given to the decoder
     hints: bool = False  # the client sends end-of-turn probabilities for candidate texts
     hinted_endpoint_ms: int = 200  # silence that ends an utterance the hint calls finished
-    hint_high: float = 0.7  # at or above: finished (hinted_endpoint_ms)
-    hint_low: float = 0.45  # at or below: unfinished (endpoint_ms)
-    hint_sure: float = 0.85  # a text without final . ? ! needs this much to end at hinted_endpoint_ms
+    hint_high: float = 0.85  # at or above: finished (hinted_endpoint_ms)
+    hint_low: float = 0.5  # at or below: unfinished (endpoint_ms)
+    hint_sure: float = 0.92  # a text without final . ? ! needs this much to end at hinted_endpoint_ms
 
 
 class ActionKind(enum.Enum):
