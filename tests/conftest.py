@@ -4,6 +4,8 @@
   whole test run, shared by every real-model module; `stt`, `llm`, `tts` are stubs on it. Its
   services export spans to the session's in-test OTLP `collector`. A module that must kill or
   restart a service starts its own stack (tests/stack.py) instead.
+- `fake_llm`: the LLM service's servicer on FakeLanguageEngine (in-process, port 0), configured by
+  `fake_llm_config` (a module overrides that fixture for other limits).
 - `span_exporter`: a tracer provider of the test's own with an in-memory exporter, installed
   as the process's provider for that test only (like otel-contrib's TestBase).
 
@@ -24,7 +26,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
+from llm_service.engine import Sampling
+from llm_service.servicer import ServiceConfig
+from llm_service.validation import Limits
 from service_runtime import telemetry
+from tests.fake_llm_engine import FakeLlm, serve_fake_llm
 from tests.otlp_collector import OtlpCollector
 from tests.stack import SECOND_VOICE, SHARED_STACK_ARGS, Stack
 from voice.llm.v1 import llm_pb2_grpc
@@ -115,3 +121,22 @@ def span_exporter() -> Iterator[InMemorySpanExporter]:
     finally:
         provider.shutdown()
         _reset_tracer_provider()
+
+
+@pytest.fixture()
+def fake_llm_config() -> ServiceConfig:
+    """The `fake_llm` server's settings: small limits, one request may wait for the model."""
+    return ServiceConfig(
+        system_prompt="Be brief.",
+        limits=Limits(default_max_tokens=20, max_tokens_limit=40),
+        sampling=Sampling(),
+        max_queue=1,
+        max_sessions=4,
+    )
+
+
+@pytest.fixture()
+def fake_llm(fake_llm_config: ServiceConfig) -> Iterator[FakeLlm]:
+    """The LLM servicer on FakeLanguageEngine (n_ctx 200) behind a real in-process gRPC server."""
+    with serve_fake_llm(fake_llm_config) as served:
+        yield served

@@ -4,15 +4,30 @@ It "tokenizes" by whitespace (plus 4 tokens per message), replies with a fixed s
 echoes the last user message, and can be held between tokens with `gate` to test
 cancellation and queue limits without sleeps. `prefill` caches the words of the prompt up to
 the last message's words and scores the end of the turn 0.9 when they end in . ? ! (else 0.1).
+
+`serve_fake_llm` runs the real LanguageModelServicer on it (in-process gRPC server on port 0,
+on its own event-loop thread); the `fake_llm` fixture in tests/conftest.py uses it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
 
 from llm_service.engine import Backend, FinishReason, GenerationResult, Message, PrefillResult, Sampling
+from llm_service.servicer import LanguageModelServicer, ServiceConfig
+from service_runtime.admission import Admission
+from service_runtime.engine_slot import EngineSlot
+from service_runtime.worker import ModelWorker
+from voice.llm.v1 import llm_pb2_grpc
+
+WAIT_S = 10.0
 
 
 class FakeLanguageEngine:
@@ -114,3 +129,51 @@ class FakeLanguageEngine:
     def forget(self, cache_key: str) -> None:
         self.forgotten.append(cache_key)
         self._cache.pop(cache_key, None)
+
+
+@dataclass
+class FakeLlm:
+    """The LLM service's servicer on a FakeLanguageEngine, and a client stub for it."""
+
+    stub: llm_pb2_grpc.LanguageModelStub
+    engine: FakeLanguageEngine
+    servicer: LanguageModelServicer
+
+    @property
+    def worker(self) -> ModelWorker:
+        """The model thread's queue: `worker.wait_until(...)` waits for its state, without polling."""
+        return self.servicer.worker
+
+
+@contextmanager
+def serve_fake_llm(config: ServiceConfig, n_ctx: int = 200) -> Iterator[FakeLlm]:
+    """An in-process gRPC server (port 0, admission interceptor) for the servicer with `config`."""
+    engine = FakeLanguageEngine(n_ctx=n_ctx)
+    slot: EngineSlot[FakeLanguageEngine] = EngineSlot("llm-service")
+    slot.set(engine)
+    admission = Admission()
+    servicer = LanguageModelServicer(slot, config, admission)  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    ready, stop, port = threading.Event(), asyncio.Event(), list[int]()
+
+    async def run() -> None:
+        server = grpc.aio.server(interceptors=[admission])
+        llm_pb2_grpc.add_LanguageModelServicer_to_server(servicer, server)
+        port.append(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        ready.set()
+        await stop.wait()
+        await server.stop(0)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    assert ready.wait(WAIT_S), "the fake LLM server did not start"
+    channel = grpc.insecure_channel(f"127.0.0.1:{port[0]}")
+    try:
+        yield FakeLlm(llm_pb2_grpc.LanguageModelStub(channel), engine, servicer)
+    finally:
+        engine.gate.set()
+        channel.close()
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(WAIT_S)
+        servicer.worker.close()

@@ -3,23 +3,17 @@ truncation, validation, queueing, cancellation and the gRPC status codes."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import grpc
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llm_service.engine import Message, Sampling
-from llm_service.servicer import LanguageModelServicer, ServiceConfig
+from llm_service.engine import Message
 from llm_service.sessions import PromptTooLongError, SessionLimitError, SessionStore, fit_history, split_turns
 from llm_service.validation import Limits, RequestError, validate_max_tokens, validate_messages, validate_session_id
-from service_runtime.admission import Admission
-from service_runtime.engine_slot import EngineSlot
 from service_runtime.worker import Job, ModelWorker, QueueFullError
-from tests.fake_llm_engine import FakeLanguageEngine
+from tests.fake_llm_engine import FakeLanguageEngine, FakeLlm
 from tests.helpers import user
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
@@ -137,53 +131,6 @@ def test_worker_queue_cap_and_cancel_of_queued_job() -> None:
 
 
 # ---- gRPC servicer with the fake engine ---------------------------------------------------------
-@dataclass
-class Served:
-    stub: llm_pb2_grpc.LanguageModelStub
-    engine: FakeLanguageEngine
-    servicer: LanguageModelServicer
-
-
-@pytest.fixture()
-def served() -> Iterator[Served]:
-    engine = FakeLanguageEngine(n_ctx=200)
-    slot: EngineSlot[FakeLanguageEngine] = EngineSlot("llm-service")
-    slot.set(engine)
-    config = ServiceConfig(
-        system_prompt="Be brief.",
-        limits=Limits(default_max_tokens=20, max_tokens_limit=40),
-        sampling=Sampling(),
-        max_queue=1,
-        max_sessions=4,
-    )
-    admission = Admission()
-    servicer = LanguageModelServicer(slot, config, admission)  # type: ignore[arg-type]
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    port: list[int] = []
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        server = grpc.aio.server(interceptors=[admission])
-        llm_pb2_grpc.add_LanguageModelServicer_to_server(servicer, server)
-        port.append(server.add_insecure_port("127.0.0.1:0"))
-        await server.start()
-        ready.set()
-        await stop.wait()
-        await server.stop(0)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
-    thread.start()
-    assert ready.wait(WAIT_S)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port[0]}")
-    yield Served(llm_pb2_grpc.LanguageModelStub(channel), engine, servicer)
-    engine.gate.set()
-    channel.close()
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(WAIT_S)
-    servicer.worker.close()
-
-
 def generate(stub: llm_pb2_grpc.LanguageModelStub, **kwargs: object) -> tuple[list[str], llm_pb2.GenerationSummary]:
     deltas: list[str] = []
     final = None
@@ -196,107 +143,107 @@ def generate(stub: llm_pb2_grpc.LanguageModelStub, **kwargs: object) -> tuple[li
     return deltas, final
 
 
-def test_deltas_join_to_final_text(served: Served) -> None:
-    deltas, final = generate(served.stub, messages=[user("hello there")])
+def test_deltas_join_to_final_text(fake_llm: FakeLlm) -> None:
+    deltas, final = generate(fake_llm.stub, messages=[user("hello there")])
     assert "".join(deltas) == final.text == "You said: hello there"
     assert final.finish_reason == llm_pb2.STOP
     assert final.completion_tokens == len(deltas)
 
 
-def test_session_keeps_history_and_reports_cache(served: Served) -> None:
-    _, first = generate(served.stub, session_id="s1", messages=[user("my name is Ada")])
-    _, second = generate(served.stub, session_id="s1", messages=[user("what is my name")])
+def test_session_keeps_history_and_reports_cache(fake_llm: FakeLlm) -> None:
+    _, first = generate(fake_llm.stub, session_id="s1", messages=[user("my name is Ada")])
+    _, second = generate(fake_llm.stub, session_id="s1", messages=[user("what is my name")])
     assert second.prompt_tokens > first.prompt_tokens
     assert second.cached_prompt_tokens > 0
-    seen = served.engine.calls[-1]
+    seen = fake_llm.engine.calls[-1]
     assert [m.content for m in seen] == ["Be brief.", "my name is Ada", "You said: my name is Ada", "what is my name"]
-    session = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="s1"))
+    session = fake_llm.stub.GetSession(llm_pb2.GetSessionRequest(session_id="s1"))
     assert [m.role for m in session.messages] == ["system", "user", "assistant", "user", "assistant"]
     assert session.context_tokens == 200 and session.history_tokens > 0
-    reset = served.stub.ResetSession(llm_pb2.ResetSessionRequest(session_id="s1"))
-    assert reset.dropped_messages == 5 and "s1" in served.engine.forgotten
+    reset = fake_llm.stub.ResetSession(llm_pb2.ResetSessionRequest(session_id="s1"))
+    assert reset.dropped_messages == 5 and "s1" in fake_llm.engine.forgotten
     with pytest.raises(grpc.RpcError) as info:
-        served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="s1"))
+        fake_llm.stub.GetSession(llm_pb2.GetSessionRequest(session_id="s1"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_history_truncation_reports_dropped_messages(served: Served) -> None:
+def test_history_truncation_reports_dropped_messages(fake_llm: FakeLlm) -> None:
     dropped = []
     for i in range(12):
-        _, final = generate(served.stub, session_id="long", messages=[user(f"turn {i} " + "word " * 8)])
+        _, final = generate(fake_llm.stub, session_id="long", messages=[user(f"turn {i} " + "word " * 8)])
         dropped.append(final.dropped_messages)
     assert sum(dropped) > 0 and all(d % 2 == 0 for d in dropped)
-    session = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="long"))
+    session = fake_llm.stub.GetSession(llm_pb2.GetSessionRequest(session_id="long"))
     assert session.messages[0].role == "system" and session.messages[1].role == "user"
     assert session.history_tokens <= 200
 
 
-def test_record_heard_reply(served: Served) -> None:
-    generate(served.stub, session_id="h", messages=[user("tell me a long story")])
-    stored = served.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="h", heard_text="You said:"))
+def test_record_heard_reply(fake_llm: FakeLlm) -> None:
+    generate(fake_llm.stub, session_id="h", messages=[user("tell me a long story")])
+    stored = fake_llm.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="h", heard_text="You said:"))
     assert stored.stored_text == "You said:"
-    session = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="h"))
+    session = fake_llm.stub.GetSession(llm_pb2.GetSessionRequest(session_id="h"))
     assert session.messages[-1] == llm_pb2.ChatMessage(role="assistant", content="You said:")
-    assert served.engine.dropped_replies == ["h"]
-    empty = served.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="h", heard_text=""))
+    assert fake_llm.engine.dropped_replies == ["h"]
+    empty = fake_llm.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="h", heard_text=""))
     assert empty.stored_text == ""
     with pytest.raises(grpc.RpcError) as info:
-        served.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="nope", heard_text="x"))
+        fake_llm.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="nope", heard_text="x"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_record_heard_reply_needs_an_assistant_reply(served: Served) -> None:
-    generate(served.stub, session_id="q", messages=[user("hi")])
-    store = served.servicer.sessions
+def test_record_heard_reply_needs_an_assistant_reply(fake_llm: FakeLlm) -> None:
+    generate(fake_llm.stub, session_id="q", messages=[user("hi")])
+    store = fake_llm.servicer.sessions
     with store.lock:  # a session whose last message is the user's (e.g. a client-built history)
         session = store.get("q")
         assert session is not None
         session.messages.append(Message("user", "pending"))
     with pytest.raises(grpc.RpcError) as info:
-        served.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="q", heard_text="x"))
+        fake_llm.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="q", heard_text="x"))
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "not an assistant reply" in (info.value.details() or "")
 
 
-def test_cancel_mid_stream_frees_the_model(served: Served) -> None:
-    served.engine.gate.clear()
-    call = served.stub.Generate(
+def test_cancel_mid_stream_frees_the_model(fake_llm: FakeLlm) -> None:
+    fake_llm.engine.gate.clear()
+    call = fake_llm.stub.Generate(
         llm_pb2.GenerateRequest(session_id="c", messages=[user("one two three four five")]), timeout=WAIT_S
     )
-    assert served.engine.started.wait(WAIT_S)
-    served.engine.gate.set()
+    assert fake_llm.engine.started.wait(WAIT_S)
+    fake_llm.engine.gate.set()
     first = next(call)
     assert first.text
-    served.engine.gate.clear()
+    fake_llm.engine.gate.clear()
     call.cancel()
-    served.engine.gate.set()
+    fake_llm.engine.gate.set()
     # The cancelled turn settles: RecordHeardReply waits for it, then replaces the empty marker.
-    stored = served.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="c", heard_text="You"))
+    stored = fake_llm.stub.RecordHeardReply(llm_pb2.RecordHeardReplyRequest(session_id="c", heard_text="You"))
     assert stored.stored_text == "You"
-    stats = served.stub.GetStats(llm_pb2.GetStatsRequest())
+    stats = fake_llm.stub.GetStats(llm_pb2.GetStatsRequest())
     assert stats.active_generations == 0 and stats.queued_generations == 0
-    session = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="c"))
+    session = fake_llm.stub.GetSession(llm_pb2.GetSessionRequest(session_id="c"))
     assert [m.content for m in session.messages[1:]] == ["one two three four five", "You"]
-    _, final = generate(served.stub, session_id="c", messages=[user("again")])
+    _, final = generate(fake_llm.stub, session_id="c", messages=[user("again")])
     assert final.finish_reason == llm_pb2.STOP
 
 
-def test_queue_cap_gives_resource_exhausted(served: Served) -> None:
-    served.engine.gate.clear()
-    running = served.stub.Generate(llm_pb2.GenerateRequest(messages=[user("a b c")]), timeout=WAIT_S)
-    assert served.engine.started.wait(WAIT_S)
-    waiting = served.stub.Generate(llm_pb2.GenerateRequest(messages=[user("queued")]), timeout=WAIT_S)
-    worker = served.servicer.worker
+def test_queue_cap_gives_resource_exhausted(fake_llm: FakeLlm) -> None:
+    fake_llm.engine.gate.clear()
+    running = fake_llm.stub.Generate(llm_pb2.GenerateRequest(messages=[user("a b c")]), timeout=WAIT_S)
+    assert fake_llm.engine.started.wait(WAIT_S)
+    waiting = fake_llm.stub.Generate(llm_pb2.GenerateRequest(messages=[user("queued")]), timeout=WAIT_S)
+    worker = fake_llm.servicer.worker
     assert worker.wait_until(lambda: worker.queued == 1, WAIT_S)
-    assert served.stub.GetStats(llm_pb2.GetStatsRequest()).queued_generations == 1
+    assert fake_llm.stub.GetStats(llm_pb2.GetStatsRequest()).queued_generations == 1
     with pytest.raises(grpc.RpcError) as info:
-        list(served.stub.Generate(llm_pb2.GenerateRequest(messages=[user("too many")]), timeout=WAIT_S))
+        list(fake_llm.stub.Generate(llm_pb2.GenerateRequest(messages=[user("too many")]), timeout=WAIT_S))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "max-queue" in (info.value.details() or "")
     waiting.cancel()
-    served.engine.gate.set()
+    fake_llm.engine.gate.set()
     assert "".join(r.text for r in running if not r.HasField("final")) == "You said: a b c"
-    stats = served.stub.GetStats(llm_pb2.GetStatsRequest())
+    stats = fake_llm.stub.GetStats(llm_pb2.GetStatsRequest())
     assert (stats.active_generations, stats.queued_generations, stats.max_queued) == (0, 0, 1)
 
 
@@ -317,24 +264,24 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize(("request_", "code", "text"), BAD_REQUESTS)
 def test_bad_input_status_codes(
-    served: Served, request_: llm_pb2.GenerateRequest, code: grpc.StatusCode, text: str
+    fake_llm: FakeLlm, request_: llm_pb2.GenerateRequest, code: grpc.StatusCode, text: str
 ) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        list(served.stub.Generate(request_, timeout=WAIT_S))
+        list(fake_llm.stub.Generate(request_, timeout=WAIT_S))
     assert info.value.code() == code
     assert text in (info.value.details() or "")
 
 
-def test_session_rpcs_validate_ids(served: Served) -> None:
+def test_session_rpcs_validate_ids(fake_llm: FakeLlm) -> None:
     for rpc, req in (
-        (served.stub.ResetSession, llm_pb2.ResetSessionRequest(session_id="unknown")),
-        (served.stub.GetSession, llm_pb2.GetSessionRequest(session_id="unknown")),
+        (fake_llm.stub.ResetSession, llm_pb2.ResetSessionRequest(session_id="unknown")),
+        (fake_llm.stub.GetSession, llm_pb2.GetSessionRequest(session_id="unknown")),
     ):
         with pytest.raises(grpc.RpcError) as info:
             rpc(req)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as info:
-        served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="bad id"))
+        fake_llm.stub.GetSession(llm_pb2.GetSessionRequest(session_id="bad id"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -349,9 +296,9 @@ def test_token_decoder_holds_split_utf8_characters() -> None:
     assert all("\ufffd" not in d for d in deltas)
 
 
-def test_generate_span_has_turn_attributes(served: Served, span_exporter: InMemorySpanExporter) -> None:
+def test_generate_span_has_turn_attributes(fake_llm: FakeLlm, span_exporter: InMemorySpanExporter) -> None:
     exporter = span_exporter
-    generate(served.stub, session_id="traced", messages=[user("hello")])
+    generate(fake_llm.stub, session_id="traced", messages=[user("hello")])
     spans = [s for s in exporter.get_finished_spans() if s.name == "llm.generate"]
     assert spans, "no llm.generate span"
     attrs = spans[-1].attributes or {}
@@ -372,73 +319,73 @@ def test_token_decoder_drops_a_character_cut_at_the_end() -> None:
 
 
 # ---- DiscardTurn -----------------------------------------------------------------------------
-def history_of(served: Served, session_id: str) -> list[tuple[str, str]]:
-    session = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id=session_id))
+def history_of(fake_llm: FakeLlm, session_id: str) -> list[tuple[str, str]]:
+    session = fake_llm.stub.GetSession(llm_pb2.GetSessionRequest(session_id=session_id))
     return [(m.role, m.content) for m in session.messages[1:]]
 
 
-def discard(served: Served, session_id: str, turn_id: str) -> int:
+def discard(fake_llm: FakeLlm, session_id: str, turn_id: str) -> int:
     request = llm_pb2.DiscardTurnRequest(session_id=session_id, turn_id=turn_id)
-    return served.stub.DiscardTurn(request, timeout=WAIT_S).removed_messages
+    return fake_llm.stub.DiscardTurn(request, timeout=WAIT_S).removed_messages
 
 
-def test_discard_turn_removes_a_finished_turn_and_trims_the_cache(served: Served) -> None:
-    generate(served.stub, session_id="d", messages=[user("my name is Ada")], turn_id="1-a")
-    generate(served.stub, session_id="d", messages=[user("what is the")], turn_id="2-b")
-    assert discard(served, "d", "2-b") == 2
-    assert history_of(served, "d") == [("user", "my name is Ada"), ("assistant", "You said: my name is Ada")]
-    key, kept = served.engine.trimmed[-1]
-    assert key == "d" and 0 < kept < served.engine.count_tokens(served.engine.calls[-1])
-    assert discard(served, "d", "2-b") == 0, "idempotent"
-    assert discard(served, "d", "never-sent") == 0
+def test_discard_turn_removes_a_finished_turn_and_trims_the_cache(fake_llm: FakeLlm) -> None:
+    generate(fake_llm.stub, session_id="d", messages=[user("my name is Ada")], turn_id="1-a")
+    generate(fake_llm.stub, session_id="d", messages=[user("what is the")], turn_id="2-b")
+    assert discard(fake_llm, "d", "2-b") == 2
+    assert history_of(fake_llm, "d") == [("user", "my name is Ada"), ("assistant", "You said: my name is Ada")]
+    key, kept = fake_llm.engine.trimmed[-1]
+    assert key == "d" and 0 < kept < fake_llm.engine.count_tokens(fake_llm.engine.calls[-1])
+    assert discard(fake_llm, "d", "2-b") == 0, "idempotent"
+    assert discard(fake_llm, "d", "never-sent") == 0
     with pytest.raises(grpc.RpcError) as info:  # a late Generate of the discarded turn
-        generate(served.stub, session_id="d", messages=[user("what is the")], turn_id="2-b")
+        generate(fake_llm.stub, session_id="d", messages=[user("what is the")], turn_id="2-b")
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "discarded" in (info.value.details() or "")
-    generate(served.stub, session_id="d", messages=[user("what is the time")], turn_id="3-c")
-    assert [m.content for m in served.engine.calls[-1][1:]] == [
+    generate(fake_llm.stub, session_id="d", messages=[user("what is the time")], turn_id="3-c")
+    assert [m.content for m in fake_llm.engine.calls[-1][1:]] == [
         "my name is Ada",
         "You said: my name is Ada",
         "what is the time",
     ], "the next turn does not see the discarded one"
 
 
-def test_discard_turn_of_a_cancelled_generation_leaves_no_marker(served: Served) -> None:
-    generate(served.stub, session_id="x", messages=[user("hello")])
-    served.engine.gate.clear()
-    call = served.stub.Generate(
+def test_discard_turn_of_a_cancelled_generation_leaves_no_marker(fake_llm: FakeLlm) -> None:
+    generate(fake_llm.stub, session_id="x", messages=[user("hello")])
+    fake_llm.engine.gate.clear()
+    call = fake_llm.stub.Generate(
         llm_pb2.GenerateRequest(session_id="x", turn_id="spec", messages=[user("can you tell me")]), timeout=WAIT_S
     )
-    assert served.engine.started.wait(WAIT_S)
-    served.engine.gate.set()
+    assert fake_llm.engine.started.wait(WAIT_S)
+    fake_llm.engine.gate.set()
     assert next(call).text
-    served.engine.gate.clear()
+    fake_llm.engine.gate.clear()
     call.cancel()
-    served.engine.gate.set()
+    fake_llm.engine.gate.set()
     # Sent right after the cancel: waits for the generation to settle, then removes user + "" marker.
-    assert discard(served, "x", "spec") == 2
-    assert history_of(served, "x") == [("user", "hello"), ("assistant", "You said: hello")]
-    stats = served.stub.GetStats(llm_pb2.GetStatsRequest())
+    assert discard(fake_llm, "x", "spec") == 2
+    assert history_of(fake_llm, "x") == [("user", "hello"), ("assistant", "You said: hello")]
+    stats = fake_llm.stub.GetStats(llm_pb2.GetStatsRequest())
     assert stats.active_generations == 0 and stats.queued_generations == 0
 
 
-def test_discard_turn_waits_for_a_running_generation_of_the_turn(served: Served) -> None:
-    served.engine.gate.clear()
-    served.engine.started.clear()
-    call = served.stub.Generate(
+def test_discard_turn_waits_for_a_running_generation_of_the_turn(fake_llm: FakeLlm) -> None:
+    fake_llm.engine.gate.clear()
+    fake_llm.engine.started.clear()
+    call = fake_llm.stub.Generate(
         llm_pb2.GenerateRequest(session_id="w", turn_id="t1", messages=[user("one two")]), timeout=WAIT_S
     )
-    assert served.engine.started.wait(WAIT_S)
-    pending = served.stub.DiscardTurn.future(llm_pb2.DiscardTurnRequest(session_id="w", turn_id="t1"), timeout=WAIT_S)
-    assert served.servicer.worker.active == 1 and not pending.done()
-    served.engine.gate.set()
+    assert fake_llm.engine.started.wait(WAIT_S)
+    pending = fake_llm.stub.DiscardTurn.future(llm_pb2.DiscardTurnRequest(session_id="w", turn_id="t1"), timeout=WAIT_S)
+    assert fake_llm.servicer.worker.active == 1 and not pending.done()
+    fake_llm.engine.gate.set()
     assert "".join(r.text for r in call) == "You said: one two"  # the speculative reply completed...
     assert pending.result().removed_messages == 2  # ...and is removed whole
-    assert history_of(served, "w") == []
+    assert history_of(fake_llm, "w") == []
 
 
-def test_discard_turn_errors(served: Served) -> None:
-    generate(served.stub, session_id="e", messages=[user("first")], turn_id="a")
-    generate(served.stub, session_id="e", messages=[user("second")], turn_id="b")
+def test_discard_turn_errors(fake_llm: FakeLlm) -> None:
+    generate(fake_llm.stub, session_id="e", messages=[user("first")], turn_id="a")
+    generate(fake_llm.stub, session_id="e", messages=[user("second")], turn_id="b")
     cases = [
         (llm_pb2.DiscardTurnRequest(session_id="unknown", turn_id="a"), grpc.StatusCode.NOT_FOUND, "unknown"),
         (llm_pb2.DiscardTurnRequest(session_id="e", turn_id=""), grpc.StatusCode.INVALID_ARGUMENT, "required"),
@@ -448,19 +395,19 @@ def test_discard_turn_errors(served: Served) -> None:
     ]
     for request, code, text in cases:
         with pytest.raises(grpc.RpcError) as info:
-            served.stub.DiscardTurn(request, timeout=WAIT_S)
+            fake_llm.stub.DiscardTurn(request, timeout=WAIT_S)
         assert (info.value.code(), text in (info.value.details() or "")) == (code, True), info.value.details()
-    assert len(history_of(served, "e")) == 4, "a refused discard changes nothing"
+    assert len(history_of(fake_llm, "e")) == 4, "a refused discard changes nothing"
     with pytest.raises(grpc.RpcError) as info:
-        list(served.stub.Generate(llm_pb2.GenerateRequest(messages=[user("x")], turn_id="t"), timeout=WAIT_S))
+        list(fake_llm.stub.Generate(llm_pb2.GenerateRequest(messages=[user("x")], turn_id="t"), timeout=WAIT_S))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "needs a session_id" in (info.value.details() or "")
 
 
-def test_discard_turn_span(served: Served, span_exporter: InMemorySpanExporter) -> None:
+def test_discard_turn_span(fake_llm: FakeLlm, span_exporter: InMemorySpanExporter) -> None:
     exporter = span_exporter
-    generate(served.stub, session_id="sp", messages=[user("hello")], turn_id="t")
-    discard(served, "sp", "t")
+    generate(fake_llm.stub, session_id="sp", messages=[user("hello")], turn_id="t")
+    discard(fake_llm, "sp", "t")
     spans = [s for s in exporter.get_finished_spans() if s.name == "llm.discard_turn"]
     assert spans and (spans[-1].attributes or {}).get("removed_messages") == 2
     assert (spans[-1].attributes or {}).get("turn_id") == "t"

@@ -9,38 +9,38 @@ import pytest
 
 from llm_service.engine import Message
 from llm_service.sessions import holds_prefix
-from tests import test_llm_fast
-from tests.test_llm_fast import Served, generate
+from tests.fake_llm_engine import FakeLlm
+from tests.test_llm_fast import generate
 from voice.llm.v1 import llm_pb2
-
-served = test_llm_fast.served  # the in-process server fixture (FakeLanguageEngine)
 
 
 def chat(*pairs: tuple[str, str]) -> list[llm_pb2.ChatMessage]:
     return [llm_pb2.ChatMessage(role=role, content=content) for role, content in pairs]
 
 
-def test_a_replica_that_never_saw_the_conversation_continues_it_from_the_client_history(served: Served) -> None:
+def test_a_replica_that_never_saw_the_conversation_continues_it_from_the_client_history(fake_llm: FakeLlm) -> None:
     history = chat(("user", "My name is Anna."), ("assistant", "Nice to meet you, Anna."))
-    _, final = generate(served.stub, session_id="conv-1", history=history, messages=chat(("user", "What is my name?")))
+    _, final = generate(
+        fake_llm.stub, session_id="conv-1", history=history, messages=chat(("user", "What is my name?"))
+    )
     assert not final.kv_cache_hit  # this replica had to read the history
-    kept = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="conv-1"), timeout=10).messages
+    kept = fake_llm.stub.GetSession(llm_pb2.GetSessionRequest(session_id="conv-1"), timeout=10).messages
     assert [(m.role, m.content) for m in kept[1:4]] == [(m.role, m.content) for m in history] + [
         ("user", "What is my name?")
     ]
     # The next turn, with the client's (now longer) history: the replica holds it.
     history += chat(("user", "What is my name?"), ("assistant", final.text))
-    _, second = generate(served.stub, session_id="conv-1", history=history, messages=chat(("user", "Thanks!")))
+    _, second = generate(fake_llm.stub, session_id="conv-1", history=history, messages=chat(("user", "Thanks!")))
     assert second.kv_cache_hit
-    stats = served.stub.GetStats(llm_pb2.GetStatsRequest(), timeout=10)
+    stats = fake_llm.stub.GetStats(llm_pb2.GetStatsRequest(), timeout=10)
     assert (stats.generations_total, stats.kv_cache_hits_total, stats.kv_cache_misses_total) == (2, 1, 1)
 
 
-def test_the_client_history_wins_over_what_the_replica_kept(served: Served) -> None:
-    generate(served.stub, session_id="conv-2", messages=chat(("user", "I like tea.")))
+def test_the_client_history_wins_over_what_the_replica_kept(fake_llm: FakeLlm) -> None:
+    generate(fake_llm.stub, session_id="conv-2", messages=chat(("user", "I like tea.")))
     heard = chat(("user", "I like tea."), ("assistant", ""))  # the user heard nothing of the reply
-    generate(served.stub, session_id="conv-2", history=heard, messages=chat(("user", "And coffee.")))
-    kept = served.stub.GetSession(llm_pb2.GetSessionRequest(session_id="conv-2"), timeout=10).messages
+    generate(fake_llm.stub, session_id="conv-2", history=heard, messages=chat(("user", "And coffee.")))
+    kept = fake_llm.stub.GetSession(llm_pb2.GetSessionRequest(session_id="conv-2"), timeout=10).messages
     assert [(m.role, m.content) for m in kept[1:4]] == [
         ("user", "I like tea."),
         ("assistant", ""),
@@ -58,11 +58,11 @@ def test_the_client_history_wins_over_what_the_replica_kept(served: Served) -> N
     ids=["system-role", "empty-user", "no-session"],
 )
 def test_bad_history_is_invalid_argument_saying_what_is_wrong(
-    served: Served, request_fields: dict[str, object], says: str
+    fake_llm: FakeLlm, request_fields: dict[str, object], says: str
 ) -> None:
     fields: dict[str, object] = {"session_id": "conv-3", "messages": chat(("user", "hello")), **request_fields}
     with pytest.raises(grpc.RpcError) as refused:
-        generate(served.stub, **fields)
+        generate(fake_llm.stub, **fields)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert says in (refused.value.details() or "")
 
