@@ -32,7 +32,8 @@ SHARED_STACK_ARGS = {
     "stt": ["--max-sessions", "44"],
     "llm": [
         *("--n-ctx", str(LLM_N_CTX), "--max-queue", "24", "--max-sessions", "256"),
-        *("--max-tokens-limit", str(LLM_MAX_TOKENS_LIMIT)),
+        # A request without max_tokens (the fuzz test sends many) gets a short reply.
+        *("--max-tokens-limit", str(LLM_MAX_TOKENS_LIMIT), "--default-max-tokens", "48"),
     ],
     "tts": ["--max-streams", "24", "--grace-s", "1"],
 }
