@@ -97,7 +97,9 @@ def aio_channel(
     `x-session-id` header (an interceptor), so callers need not add it themselves.
     """
     opts = channel_options(balancing, tls, options, health_checked, target)
-    interceptors = [SessionHeaderInterceptor()] if balancing == Balancing.AFFINITY else None
+    interceptors: list[Any] | None = None
+    if balancing == Balancing.AFFINITY:
+        interceptors = [UnarySessionHeader(), StreamingSessionHeader()]
     if tls is None:
         return grpc.aio.insecure_channel(target, options=opts, interceptors=interceptors)
     return grpc.aio.secure_channel(target, tls.credentials(), options=opts, interceptors=interceptors)
@@ -115,25 +117,31 @@ def sync_channel(
     return grpc.secure_channel(target, tls.credentials(), options=opts)
 
 
-class SessionHeaderInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+def _with_session_header(details: grpc.aio.ClientCallDetails, request: Any) -> grpc.aio.ClientCallDetails:
+    session_id = getattr(request, "session_id", "")
+    if not session_id:
+        return details
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    metadata[SESSION_HEADER] = session_id
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+# grpc.aio files an interceptor under the FIRST call type it implements only, so unary and
+# server-streaming calls (Generate) each need their own class.
+class UnarySessionHeader(grpc.aio.UnaryUnaryClientInterceptor):
     """Copies a request's `session_id` field into the `x-session-id` header the affinity policy hashes."""
 
-    @staticmethod
-    def _details(details: grpc.aio.ClientCallDetails, request: Any) -> grpc.aio.ClientCallDetails:
-        session_id = getattr(request, "session_id", "")
-        if not session_id:
-            return details
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        metadata[SESSION_HEADER] = session_id
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details, request), request)
+        return await continuation(_with_session_header(client_call_details, request), request)
+
+
+class StreamingSessionHeader(grpc.aio.UnaryStreamClientInterceptor):
+    """The same for server-streaming calls (Generate)."""
 
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details, request), request)
+        return await continuation(_with_session_header(client_call_details, request), request)
 
 
 def session_metadata(session_id: str) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -39,6 +40,10 @@ class Replica(llm_pb2_grpc.LanguageModelServicer):
         await self.server.start()
         await self.health.set("", SERVING)
         return self
+
+    async def Generate(self, request: llm_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> Any:
+        self.headers.append(dict(context.invocation_metadata() or ()).get(SESSION_HEADER, ""))
+        yield llm_pb2.GenerateResponse(final=llm_pb2.GenerationSummary(completion_tokens=self.index))
 
     async def ResetSession(
         self, request: llm_pb2.ResetSessionRequest, context: grpc.aio.ServicerContext
@@ -113,6 +118,24 @@ def test_affinity_keeps_each_conversation_on_one_replica_and_moves_it_when_that_
             assert gone not in moved.values()
             # Conversations on the surviving replicas stay where their caches are.
             assert all(moved[s] == home[s] for s in sessions if home[s] != gone)
+
+    with_replicas(body)
+
+
+def test_streaming_calls_carry_the_session_header_and_follow_the_same_replica_as_unary_ones() -> None:
+    # grpc.aio files an interceptor under its first call type only: Generate (server-streaming)
+    # once went out without the header, i.e. to a random replica each turn.
+    async def body(replicas: list[Replica]) -> None:
+        async with channel(_target(replicas), balancing=BALANCING["llm"]) as ch:
+            stub = llm_pb2_grpc.LanguageModelStub(ch)
+            for i in range(12):
+                sid = f"conv-{i}"
+                home = await _served_by(stub, sid)
+                for _ in range(2):
+                    replies = [r async for r in stub.Generate(llm_pb2.GenerateRequest(session_id=sid), timeout=10)]
+                    assert replies[-1].final.completion_tokens == home
+            generate_headers = [h for r in replicas for h in r.headers]
+            assert "" not in generate_headers and len(generate_headers) == 36
 
     with_replicas(body)
 
