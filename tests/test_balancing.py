@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
@@ -147,3 +148,24 @@ def test_a_replica_list_is_up_when_one_replica_serves() -> None:
         await check_service("llm", _target(replicas), timeout_s=10)
 
     with_replicas(body)
+
+
+def test_a_list_target_checks_certificates_against_its_first_host_and_flags_turn_tls_on() -> None:
+    import argparse
+
+    from orchestrator.config import ServiceAddresses
+    from service_runtime.channels import list_host
+    from service_runtime.tls import TlsConfigError
+
+    assert list_host("ipv4:127.0.0.1:50052,127.0.0.1:50062") == "127.0.0.1"
+    assert list_host("ipv6:[::1]:50052,[::1]:50062") == "::1"
+    assert list_host("dns:///llm.voice.svc.cluster.local:50052") == list_host("127.0.0.1:50052") == ""
+    parser = argparse.ArgumentParser()
+    ServiceAddresses.add_arguments(parser)
+    args = parser.parse_args(["--llm-address", "ipv4:127.0.0.1:1,127.0.0.1:2", "--service-tls-ca", "ca.pem"])
+    addresses = ServiceAddresses.from_args(args)
+    assert addresses.llm == "ipv4:127.0.0.1:1,127.0.0.1:2"
+    assert addresses.tls is not None and addresses.tls.ca == "ca.pem" and addresses.tls.mode == "tls"
+    half = parser.parse_args(["--service-tls-cert", "client.pem"])
+    with pytest.raises(TlsConfigError, match="needs both --service-tls-cert and --service-tls-key"):
+        ServiceAddresses.from_args(half)
