@@ -15,27 +15,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from service_runtime.health_wait import ServiceError, wait_serving
+from service_runtime.service_table import SERVICES, ServiceInfo
 from service_runtime.tls import ClientTls
 
-
-@dataclass(frozen=True)
-class ServiceInfo:
-    kind: str  # "stt", "llm", "tts"
-    module: str
-    default_port: int
-    args: tuple[str, ...] = ()  # extra command-line flags
-
-
-SERVICES: dict[str, ServiceInfo] = {
-    "stt": ServiceInfo("stt", "stt_service", 50051),
-    "llm": ServiceInfo("llm", "llm_service", 50052),
-    "tts": ServiceInfo("tts", "tts_service", 50053),
-}
 RUN_DIR = Path(".run")
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 

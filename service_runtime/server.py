@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from service_runtime import telemetry
 from service_runtime.admission import Admission
 from service_runtime.config import EnvFlags
-from service_runtime.launcher import SERVICES
+from service_runtime.service_table import SERVICES
 from service_runtime.tls import ServerTls, TlsConfigError, add_server_arguments
 
 MIB = 1024 * 1024
