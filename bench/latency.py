@@ -12,7 +12,7 @@ from bench.stats import ratio, summarize
 # An endpoint this long is the STT's "unfinished" wait: on a fixture whose utterance is complete at
 # its end, that turn was late (every fixture holds one finished utterance).
 LATE_ENDPOINT_MS = 900
-KINDS = ("question", "paused", "paused_clause", "fast", "long_reply")
+KINDS = ("question", "paused", "paused_clause", "fast", "long_reply", "memory")
 SPECULATION_KEYS = ("tokens", "discarded_tokens", "tts_ms", "discarded_tts_ms", "replies", "discarded_replies")
 
 
@@ -39,15 +39,17 @@ def turn_fields(
 
 
 def decision(turns: int, endpoint_ms: int) -> str:
+    """premature: more than one turn; late: the long endpoint, or no endpoint at all (the FINAL came
+    when the input ended, after the fixture's 1 s of trailing silence); ok otherwise."""
     if turns > 1:
         return "premature"
     if turns == 0:
         return "missed"
-    return "late" if endpoint_ms >= LATE_ENDPOINT_MS else "ok"
+    return "late" if endpoint_ms >= LATE_ENDPOINT_MS or endpoint_ms == 0 else "ok"
 
 
 def _decision(row: Mapping[str, Any]) -> str:
-    return str(row.get("decision") or decision(int(row.get("turns", 0)), int(row.get("endpoint_silence_ms") or 0)))
+    return decision(int(row.get("turns", 0)), int(row.get("endpoint_silence_ms") or 0))
 
 
 def _dead(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -67,7 +69,9 @@ def summarize_latency(rows: Sequence[Mapping[str, Any]], modes: Sequence[str]) -
         out["after_endpoint_by_mode_ms"][mode] = {"p50": after["p50"], "p95": after["p95"], "n": after["n"]}
     streaming_after = out["after_endpoint_by_mode_ms"].get("streaming", {})
     out["after_endpoint_ms"] = dict(streaming_after)
-    out["premature_turns"] = sum(v["premature"] for v in out["end_of_turn"].values())
+    # The headline counts the product (streaming); the other modes are the baselines it is compared with.
+    out["premature_turns_by_mode"] = {mode: v["premature"] for mode, v in out["end_of_turn"].items()}
+    out["premature_turns"] = out["premature_turns_by_mode"].get("streaming", 0)
     spec = [r.get("speculation") or {} for r in rows if r["mode"] == "streaming"]
     total = {k: sum(float(s.get(k, 0)) for s in spec) for k in SPECULATION_KEYS}
     out["speculative_discarded"] = {

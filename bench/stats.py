@@ -160,7 +160,7 @@ def evaluate_targets(results: Mapping[str, Any]) -> dict[str, Any]:
     tt = results.get("turn_taking") or {}
     if tt:
         premature_total = sum(int(v.get("premature", 0)) for v in tt.values() if isinstance(v, Mapping))
-    if results.get("premature_turns") is not None:
+    if results.get("premature_turns") is not None:  # streaming (bench.latency); baselines reported apart
         premature_total = int(results["premature_turns"])
     return {
         "streaming_dead_air_p50_ms": check_target(dig(results, "dead_air_ms", "streaming", "p50"), 400),

@@ -141,6 +141,7 @@ def test_latency_summary_decisions_after_endpoint_and_speculation() -> None:
     rows = []
     for mode, kind, dead, endpoint, turns in (
         ("streaming", "question", 500.0, 200, 1),
+        ("streaming", "fast", 1500.0, 0, 1),  # FINAL only when the input ended: late
         ("streaming", "long_reply", 600.0, 1000, 1),  # waited the long endpoint: late
         ("streaming", "paused_clause", 700.0, 200, 2),  # answered in the pause: premature
         ("sync", "question", 1500.0, 320, 1),
@@ -151,10 +152,10 @@ def test_latency_summary_decisions_after_endpoint_and_speculation() -> None:
         row.update(turn_fields(last, turns, kind, spec_before, spec_after if mode == "streaming" else {}))
         rows.append(row)
     out = summarize_latency(rows, ("streaming", "sync"))
-    assert out["end_of_turn"]["streaming"] == {"ok": 1, "late": 1, "premature": 1, "missed": 0}
+    assert out["end_of_turn"]["streaming"] == {"ok": 1, "late": 2, "premature": 1, "missed": 0}
     assert out["premature_turns"] == 1
     assert out["after_endpoint_ms"]["p50"] == 300.0  # of 500-200, 600-1000, 700-200
-    assert out["speculative_discarded"]["tokens"] == 15 and out["speculative_discarded"]["tokens_total"] == 60
-    assert out["speculative_discarded"]["tokens_pct"] == 25.0 and out["speculative_discarded"]["tts_ms"] == 900
+    assert out["speculative_discarded"]["tokens"] == 20 and out["speculative_discarded"]["tokens_total"] == 80
+    assert out["speculative_discarded"]["tokens_pct"] == 25.0 and out["speculative_discarded"]["tts_ms"] == 1200
     assert out["ratio_sync_over_streaming_by_reply"]["long_reply"]["ratio"] == 10.0
     assert out["dead_air_by_kind_ms"]["streaming"]["paused_clause"]["p50"] == 700.0
