@@ -203,9 +203,21 @@ class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
         user = [m.content for m in request.messages if m.role == "user"][-1]
         gen = FakeGeneration(user, request.session_id, turn_id=request.turn_id)
         self.generations.append(gen)
-        ended = self._running[(request.session_id, request.turn_id)] = asyncio.Event()
+        done = self._running[(request.session_id, request.turn_id)] = asyncio.Event()
         self.generation_started.set()
         words = re.findall(r"\S+\s*", self._reply_for(user))
+
+        def ended(_context: Any = None) -> None:
+            """The call is over; before the reply was complete it was cancelled."""
+            if not gen.finished and not gen.cancelled:
+                gen.cancelled = True
+                self._store(request, user, "")  # like llm_service: interrupted marker
+                self.generation_cancelled.set()
+            done.set()
+
+        # A call cancelled while this generator waits at a `yield` is never resumed (no
+        # CancelledError here): the done callback sees that cancellation too.
+        context.add_done_callback(ended)
         try:
             if request.score_end_of_turn:
                 yield llm_pb2.GenerateResponse(end_of_turn_probability=self.end_of_turn_probability)
@@ -224,13 +236,8 @@ class FakeLanguageModel(llm_pb2_grpc.LanguageModelServicer):
             yield llm_pb2.GenerateResponse(
                 final=llm_pb2.GenerationSummary(finish_reason=llm_pb2.STOP, completion_tokens=len(words), text=text)
             )
-        except asyncio.CancelledError:
-            gen.cancelled = True
-            self._store(request, user, "")  # like llm_service: interrupted marker
-            self.generation_cancelled.set()
-            raise
         finally:
-            ended.set()
+            ended()
 
     def _store(self, request: llm_pb2.GenerateRequest, user: str, reply: str) -> None:
         sid, turn = request.session_id, request.turn_id
@@ -290,9 +297,12 @@ _SENTENCE_DONE = re.compile(r".*?[.!?]+\s+", re.S)
 class FakeSynthesis:
     texts: list[str] = field(default_factory=list)
     chunks_sent: int = 0
+    # A client's cancel can reach the servicer as the end of its input (then the stream looks
+    # finished) or as a CancelledError: tests wait for `ended` and check what was sent and synthesized.
     cancelled: bool = False
     finished: bool = False
     traceparent: str = ""
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # the call is over, however it ended
 
 
 class FakeTextToSpeech(tts_pb2_grpc.TextToSpeechServicer):
@@ -302,7 +312,6 @@ class FakeTextToSpeech(tts_pb2_grpc.TextToSpeechServicer):
         self.chunk_samples = chunk_samples
         self.syntheses: list[FakeSynthesis] = []
         self.first_audio_sent = asyncio.Event()
-        self.synthesis_cancelled = asyncio.Event()
 
     def _speak(self, text: str, index: int, start: int) -> list[tts_pb2.SynthesizeResponse]:
         samples = max(1, len(text.strip())) * self.samples_per_char
@@ -347,6 +356,12 @@ class FakeTextToSpeech(tts_pb2_grpc.TextToSpeechServicer):
             sentences.put_nowait(None)
 
         reader = asyncio.create_task(read())
+
+        def ended(_context: Any = None) -> None:
+            reader.cancel()
+            record.ended.set()
+
+        context.add_done_callback(ended)  # also when cancelled at a `yield` (see Generate)
         try:
             index = 0
             while (item := await sentences.get()) is not None:
@@ -359,10 +374,9 @@ class FakeTextToSpeech(tts_pb2_grpc.TextToSpeechServicer):
             record.finished = True
         except asyncio.CancelledError:
             record.cancelled = True
-            self.synthesis_cancelled.set()
             raise
         finally:
-            reader.cancel()
+            ended()
 
     async def Synthesize(
         self, request: tts_pb2.SynthesizeRequest, context: Any

@@ -27,10 +27,10 @@ from tests.fakes import (
     serve_fakes,
     utterance,
 )
+from tests.scenarios import CANDIDATE, FINAL, SAMPLES_PER_CHAR, reply_to, retracted_candidate
 
 T = TypeVar("T")
 WAIT_S = 10.0
-SAMPLES_PER_CHAR = 160
 
 
 def silence(seconds: float) -> bytes:
@@ -140,46 +140,21 @@ def test_preemptive_reply_is_held_until_the_final_confirms_it() -> None:
 
 
 def test_retracted_candidate_work_is_cancelled_and_never_played() -> None:
-    candidate = "what is the"
-    final = "what is the capital of France"
-
-    async def scenario() -> tuple[list[TurnResult], FakeServices, Conversation]:
-        retract_gate, final_gate = asyncio.Event(), asyncio.Event()
-        steps = [
-            SttStep(Ev.SPEECH_STARTED, at_ms=100, start_ms=100),
-            SttStep(Ev.CANDIDATE_FINAL, candidate, at_ms=600, start_ms=100, end_ms=500),
-            SttStep(Ev.CANDIDATE_RETRACTED, after=retract_gate, start_ms=100),
-            SttStep(Ev.FINAL, final, after=final_gate, start_ms=100, end_ms=1500),
-        ]
-        llm = FakeLanguageModel(lambda t: f"Sure. You asked {t}.", hold_after_words=1)
-        sink = RecordingSink()
-        fakes, conversation = await start(FakeSpeechToText(steps), llm, sink)
-        task = asyncio.create_task(conversation.run_file(silence(2.0), 16000, pace=False))
-        await wait(llm.held, "the speculative generation to start")
-        await wait(fakes.tts.first_audio_sent, "speculative audio")
-        assert not sink.written
-        retract_gate.set()
-        await wait(llm.generation_cancelled, "the speculative Generate to be cancelled")
-        await wait(fakes.tts.synthesis_cancelled, "the speculative StreamingSynthesize to be cancelled")
-        llm.release.set()
-        final_gate.set()
-        results = await asyncio.wait_for(task, WAIT_S)
-        await fakes.server.stop(None)
-        return results, fakes, conversation
-
-    results, fakes, conversation = run(scenario)
-    assert [r.transcript for r in results] == [final]
-    turn = results[0]
-    expected = f"Sure. You asked {final}."
+    outcome = run(retracted_candidate)
+    assert outcome.written_before_retraction == 0, "speculative audio was played before the FINAL"
+    assert [r.transcript for r in outcome.results] == [FINAL]
+    turn, llm = outcome.results[0], outcome.fakes.llm
+    expected = reply_to(FINAL)
     assert turn.reply == expected and not turn.preemptive_used
-    assert [g.user_text for g in fakes.llm.generations] == [candidate, final]
-    assert fakes.llm.generations[0].cancelled
-    assert len(turn.audio) // 2 == spoken_samples("Sure.", f"You asked {final}.")
-    history = fakes.llm.sessions[conversation.session_id]
-    assert history == [("user", final), ("assistant", expected)], "the discarded turn left a trace"
-    speculative, real = fakes.llm.generations
+    assert [g.user_text for g in llm.generations] == [CANDIDATE, FINAL]
+    assert llm.generations[0].cancelled
+    speculative_tts = outcome.fakes.tts.syntheses[0]
+    assert speculative_tts.texts == ["Sure. "], "the speculative synthesis got no text after the retraction"
+    assert len(turn.audio) // 2 == spoken_samples("Sure.", f"You asked {FINAL}.")
+    assert outcome.history == [("user", FINAL), ("assistant", expected)], "the discarded turn left a trace"
+    speculative, real = llm.generations
     assert speculative.turn_id and real.turn_id and speculative.turn_id != real.turn_id
-    assert fakes.llm.discarded == [(conversation.session_id, speculative.turn_id, 2)], "user + interrupted marker"
+    assert llm.discarded == [(outcome.session_id, speculative.turn_id, 2)], "user + interrupted marker"
 
 
 def test_barge_in_stops_playback_cancels_work_and_records_what_was_heard() -> None:
@@ -203,7 +178,7 @@ def test_barge_in_stops_playback_cancels_work_and_records_what_was_heard() -> No
         sink.played = spoken_samples(first) + spoken_samples(second) // 2
         barge_gate.set()
         await wait(llm.generation_cancelled, "the LLM Generate to be cancelled")
-        await wait(fakes.tts.synthesis_cancelled, "the TTS stream to be cancelled")
+        await wait(fakes.tts.syntheses[0].ended.wait(), "the TTS stream to end")
         sink.release.set()
         results = await asyncio.wait_for(task, WAIT_S)
         await fakes.server.stop(None)

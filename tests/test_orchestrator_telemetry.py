@@ -15,15 +15,14 @@ from orchestrator import Conversation, TurnResult
 from orchestrator.config import ServiceAddresses
 from service_runtime import telemetry
 from tests.fakes import (
-    Ev,
     FakeLanguageModel,
     FakeSpeechToText,
     FakeTextToSpeech,
     RecordingSink,
-    SttStep,
     serve_fakes,
     utterance,
 )
+from tests.scenarios import FINAL, retracted_candidate
 
 
 def test_each_turn_is_one_trace_with_latency_attributes_and_propagated_context(
@@ -75,32 +74,8 @@ def test_each_turn_is_one_trace_with_latency_attributes_and_propagated_context(
 
 def test_a_discarded_speculative_attempt_stays_in_its_turns_trace(span_exporter: InMemorySpanExporter) -> None:
     exporter = span_exporter
-    candidate, final = "what is the", "what is the capital of France"
-    retract_gate, final_gate = asyncio.Event(), asyncio.Event()
-    steps = [
-        SttStep(Ev.SPEECH_STARTED, at_ms=100, start_ms=100),
-        SttStep(Ev.CANDIDATE_FINAL, candidate, at_ms=600, start_ms=100, end_ms=500),
-        SttStep(Ev.CANDIDATE_RETRACTED, after=retract_gate, start_ms=100),
-        SttStep(Ev.FINAL, final, after=final_gate, start_ms=100, end_ms=1500),
-    ]
-    llm = FakeLanguageModel("Sure. It is Paris.", hold_after_words=1)
-    stt = FakeSpeechToText(steps)
-
-    async def scenario() -> list[TurnResult]:
-        fakes = await serve_fakes(stt, llm, FakeTextToSpeech())
-        addresses = ServiceAddresses(stt=fakes.address, llm=fakes.address, tts=fakes.address)
-        async with Conversation(addresses, sink=RecordingSink(), barge_in=False) as conversation:
-            task = asyncio.create_task(conversation.run_file(bytes(64000), 16000, pace=False))
-            await asyncio.wait_for(llm.held.wait(), 10)
-            retract_gate.set()
-            await asyncio.wait_for(llm.generation_cancelled.wait(), 10)
-            llm.release.set()
-            final_gate.set()
-            results = await asyncio.wait_for(task, 20)
-        await fakes.server.stop(None)
-        return results
-
-    (result,) = asyncio.run(asyncio.wait_for(scenario(), 30))
+    run = asyncio.run(asyncio.wait_for(retracted_candidate(), 30))
+    (result,), llm, stt = run.results, run.fakes.llm, run.fakes.stt
     spans = [s for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == result.trace_id]
     (root,) = [s for s in spans if s.name == "turn"]
     (speculative,) = [s for s in spans if s.name == "speculative"]
@@ -111,7 +86,7 @@ def test_a_discarded_speculative_attempt_stays_in_its_turns_trace(span_exporter:
     assert {tp.split("-")[1] for tp in llm.traceparents} == {result.trace_id}
     assert result.trace_id in {tp.split("-")[1] for tp in stt.traceparents}
     attrs = dict(root.attributes or {})
-    assert attrs["preemptive_used"] is False and attrs["transcript_chars"] == len(final)
+    assert attrs["preemptive_used"] is False and attrs["transcript_chars"] == len(FINAL)
 
 
 def test_a_conversation_leaves_the_process_tracer_provider_alone() -> None:
