@@ -101,16 +101,16 @@ class Stack:
 
 
 def run_turn_subprocess(
-    stack: Stack, fixture: str, env: dict[str, str], timeout_s: float = 90.0, flush_s: float = 1.0
+    stack: Stack, fixture: str, env: dict[str, str], timeout_s: float = 90.0, flush_s: float = 1.0, pace: bool = True
 ) -> dict[str, Any]:
-    """Run one paced turn through `python -m tests.stack turn`; its TurnResult dict. The process
-    flushes its spans for up to `flush_s` after printing the result."""
+    """Run one turn (paced unless `pace=False`) through `python -m tests.stack turn`; its TurnResult
+    dict. The process flushes its spans for up to `flush_s` after printing the result."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run(
         [
             *(sys.executable, "-m", "tests.stack", "turn"),
             *("--stt", stack.address("stt"), "--llm", stack.address("llm"), "--tts", stack.address("tts")),
-            *("--flush-s", str(flush_s), str(AUDIO / fixture)),
+            *("--flush-s", str(flush_s), *(() if pace else ("--no-pace",)), str(AUDIO / fixture)),
         ],
         env={**clean, **env},
         cwd=ROOT,
@@ -136,7 +136,7 @@ async def _turn(args: argparse.Namespace) -> None:
     audio = load_wav_pcm16(args.wav)
     greedy = llm_pb2.SamplingOptions(temperature=0.0, seed=1)
     async with Conversation(addresses, max_tokens=args.max_tokens, sampling=greedy, preemptive=False) as conv:
-        results = await asyncio.wait_for(conv.run_file(audio, 16000, pace=True), args.timeout_s)
+        results = await asyncio.wait_for(conv.run_file(audio, 16000, pace=not args.no_pace), args.timeout_s)
     for result in results:
         print(result.to_json(), flush=True)
     telemetry.shutdown_tracing(timeout_s=args.flush_s)
@@ -145,12 +145,13 @@ async def _turn(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.stack")
     sub = parser.add_subparsers(dest="command", required=True)
-    turn = sub.add_parser("turn", help="one paced turn from a WAV file; prints the TurnResult JSON")
+    turn = sub.add_parser("turn", help="one turn from a WAV file; prints the TurnResult JSON")
     for kind in KINDS:
         turn.add_argument(f"--{kind}", required=True)
     turn.add_argument("--max-tokens", type=int, default=24)
     turn.add_argument("--timeout-s", type=float, default=60.0)
     turn.add_argument("--flush-s", type=float, default=1.0, help="time to flush spans after the turn")
+    turn.add_argument("--no-pace", action="store_true", help="send the audio as fast as it is taken")
     turn.add_argument("wav")
     args = parser.parse_args(argv)
     asyncio.run(_turn(args))

@@ -204,17 +204,20 @@ def closed_port() -> int:
 @pytest.mark.heavy
 @pytest.mark.timeout(240)
 def test_slow_or_unreachable_telemetry_collector_fails_no_turn(stack: Stack, collector: OtlpCollector) -> None:
-    """The same paced turn with the orchestrator exporting to a closed port, and exporting to a
+    """The same turn with the orchestrator exporting to a closed port, and exporting to a
     collector that takes 1 s per export (which the services export to as well): every turn
     succeeds, and the slow collector does get the turn's spans from all four processes.
     (Dead air per case is printed; what telemetry costs in dead air is a timing claim.)"""
     fixture = "timer.wav"
-    down = run_turn_subprocess(stack, fixture, env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port()}"})
+    # Not paced: what is checked is that the turns succeed and their spans arrive, not their timing.
+    down = run_turn_subprocess(
+        stack, fixture, env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}, pace=False
+    )
     collector.delay_s = 1.0
     try:
         # The result is printed before the spans are flushed: a long flush does not delay the turn.
         slowed = run_turn_subprocess(
-            stack, fixture, env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint}, flush_s=10.0
+            stack, fixture, env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint}, flush_s=10.0, pace=False
         )
         print(
             f"\ndead air: collector down {down['dead_air_ms']:.0f} ms, "
