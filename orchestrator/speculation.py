@@ -38,6 +38,7 @@ class Prefiller:
         self._task: asyncio.Task[None] | None = None
         self.scores: dict[str, float] = {}  # text -> end-of-turn probability (this listening)
         self.calls = 0
+        self._listening = 0  # bumped by reset(): a Prefill sent before it answers for an old turn
 
     def submit(self, text: str, hint: Hint) -> None:
         """Read `text` into the LLM session and hand its score to `hint`; a known score goes at once."""
@@ -55,11 +56,12 @@ class Prefiller:
         """A new turn is listened for: earlier texts and scores no longer apply."""
         self._pending = None
         self.scores.clear()
+        self._listening += 1
 
     async def _drain(self) -> None:
         while self._pending is not None:
             text, hint = self._pending
-            self._pending = None
+            self._pending, listening = None, self._listening
             self.calls += 1
             try:
                 response = await self._llm.Prefill(  # type: ignore[attr-defined]
@@ -68,6 +70,8 @@ class Prefiller:
             except grpc.RpcError as error:  # best effort: the turn is only late without it
                 log.warning("Prefill failed: %s", error.code())
                 continue
+            if listening != self._listening:
+                continue  # the turn it scored is over: its score must not answer for the next turn's words
             if not response.superseded:
                 self.scores[text] = response.end_of_turn_probability
                 hint(text, response.end_of_turn_probability)

@@ -14,6 +14,7 @@ import pytest
 from orchestrator import Conversation, TurnResult
 from orchestrator.config import ServiceAddresses
 from orchestrator.listening import pcm_source
+from orchestrator.speculation import Prefiller
 from tests.fakes import (
     Ev,
     FakeLanguageModel,
@@ -24,6 +25,7 @@ from tests.fakes import (
     SttStep,
     serve_fakes,
 )
+from voice.llm.v1 import llm_pb2
 
 WAIT_S = 10.0
 
@@ -110,3 +112,42 @@ def test_sync_mode_sends_no_prefill_and_no_hints() -> None:
     results, (fakes, _) = asyncio.run(scenario())
     assert len(results) == 1 and not llm.prefills and not fakes.stt.hints
     assert not fakes.stt.configs[0].end_of_turn_hints
+
+
+class HeldPrefill:
+    """An LLM stub whose Prefill answers only when the test releases it (no gRPC: Prefiller alone)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.release = asyncio.Event()
+        self.called = asyncio.Event()
+
+    async def Prefill(self, request: llm_pb2.PrefillRequest, timeout: float) -> llm_pb2.PrefillResponse:
+        self.texts.append(request.text)
+        self.called.set()
+        await self.release.wait()
+        return llm_pb2.PrefillResponse(end_of_turn_probability=0.75)
+
+
+def test_a_prefill_answering_after_the_turn_ended_scores_nothing_in_the_next_turn() -> None:
+    """The user said "yes" in one turn, the turn ended before its Prefill answered, and says "yes"
+    again: the old answer is neither sent as a hint nor reused, the new words are prefilled."""
+
+    async def scenario() -> tuple[list[tuple[str, float]], list[str], dict[str, float]]:
+        llm, hints = HeldPrefill(), list[tuple[str, float]]()
+        prefiller = Prefiller(llm, "s")
+        prefiller.submit("yes", lambda text, p: hints.append((text, p)))
+        await asyncio.wait_for(llm.called.wait(), WAIT_S)
+        prefiller.reset()  # the next turn is listened for
+        llm.release.set()
+        await asyncio.wait_for(prefiller._task, WAIT_S)  # type: ignore[arg-type]
+        late = dict(prefiller.scores)
+        prefiller.submit("yes", lambda text, p: hints.append((text, p)))
+        await asyncio.wait_for(prefiller._task, WAIT_S)  # type: ignore[arg-type]
+        await prefiller.close()
+        return hints, llm.texts, late
+
+    hints, texts, late = asyncio.run(scenario())
+    assert late == {}, "the old turn's answer was kept as a score"
+    assert texts == ["yes", "yes"], "the second turn's words were read into the LLM again"
+    assert hints == [("yes", 0.75)], "only the second turn's answer became a hint"
