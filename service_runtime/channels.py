@@ -60,6 +60,14 @@ def list_host(target: str) -> str:
     return first.rsplit(":", 1)[0]
 
 
+def single_local_address(target: str) -> bool:
+    """`127.0.0.1:50051`, `localhost:50051`, `[::1]:50051`: one backend, nothing to balance."""
+    if target.startswith(("ipv4:", "ipv6:", "dns:", "unix:", "xds:")):
+        return False
+    host = target.rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host.replace(".", "").isdigit() or ":" in host
+
+
 def channel_options(
     balancing: Balancing = Balancing.ROUND_ROBIN,
     tls: ClientTls | None = None,
@@ -70,6 +78,10 @@ def channel_options(
     config = json.loads(service_config(balancing))
     if not health_checked:  # e.g. a channel that itself asks a replica for its health status
         del config["healthCheckConfig"]
+    if single_local_address(target):
+        # grpc's default pick_first: a call after the one server restarted reconnects at once,
+        # where round_robin would fail it fast while the subchannel sits in reconnect backoff.
+        config = {}
     tls_options = tls.options() if tls else []
     if tls and not tls.server_name and list_host(target):
         # A list target has no single host name; the replicas' certificates are checked
@@ -79,6 +91,10 @@ def channel_options(
         ("grpc.service_config", json.dumps(config)),
         # Fresh DNS answers soon after a pod comes or goes (default minimum is 30 s).
         ("grpc.dns_min_time_between_resolutions_ms", 2_000),
+        # A replica that comes back (restart, rollout) rejoins within ~1 s, not grpc's default 120 s cap.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 1_000),
         *tls_options,
         *options,
     ]
