@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.chromium import HEADLESS_FLAGS
 from orchestrator import MemorySink, ServiceAddresses
 from orchestrator.audio import STT_SAMPLE_RATE_HZ, load_wav_pcm16, write_wav
 from orchestrator.web.adapter import ConversationOptions
@@ -29,19 +30,7 @@ from voice.llm.v1 import llm_pb2
 CLIPS = ["weather_paris", "timer", "leap_year", "tokyo_time", "living_room_lights"]
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "audio"
 OUT = Path(__file__).resolve().parent / "web_dead_air.json"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",  # containers often have a 64 MB /dev/shm
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
+FLAGS = [*HEADLESS_FLAGS, "--use-fake-ui-for-media-stream"]
 
 
 def clip_pcm(name: str) -> bytes:

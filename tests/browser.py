@@ -17,19 +17,10 @@ from typing import Any
 
 import pytest
 
+from bench.chromium import HEADLESS_FLAGS
+
 CHROMIUM_HINT = "apt-get install -y chromium (make test installs it)"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",  # containers often have a 64 MB /dev/shm
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
+FLAGS = HEADLESS_FLAGS
 # The README's screenshot is retaken only on request (UPDATE_SCREENSHOTS=1 make test), so a
 # plain test run leaves the tracked image, and the work tree, as they were.
 SCREENSHOTS = (
