@@ -280,10 +280,13 @@ def endpoint_after_hint(text: str, hint: float | None, hint_at_ms: int = 0) -> i
     ("text", "hint", "endpoint_ms"),
     [
         ("turn on the lights in the living room", 0.95, 200),  # no '.', but the model is sure it is finished
-        ("My phone is five five five", 0.8, 1000),  # no '.' and not sure (a 900 ms pause followed)
+        ("My phone is five five five", 0.8, 1000),  # digits read out: more to come (a 900 ms pause followed)
+        ("turn on the lights in the living room", 0.81, 460),  # no '.', likely finished: midway (600..320)
+        ("Play a song by the Beatles", 0.69, 1000),  # no '.' and below likely: the long endpoint
+        ("I want to go to Paris.", 0.57, 1000),  # scored so after some histories; 800 ms pause followed
         ("What is two plus two?", 0.9, 200),
         ("I want to go to Paris.", 0.1, 1000),  # complete-sounding clause the model expects more after
-        ("Set a timer for ten minutes.", 0.75, 514),  # in between: min_endpoint..endpoint
+        ("Set a timer for ten minutes.", 0.775, 460),  # likely finished: 600 ms at 0.7 .. 320 ms near 0.85
         ("At eggs, milk.", 0.9, 1000),  # a list read out, its last item without "and": more to come
         ("Set a timer for ten minutes, please.", 0.9, 200),
         ("My list is eggs, milk,", 0.9, 1000),  # trails off: the word lists win over the hint

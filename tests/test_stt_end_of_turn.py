@@ -1,0 +1,71 @@
+"""The end-of-turn policy (`UtteranceTracker.endpoint_for`) on what the real STT and LLM made of every
+fixture: tests/fixtures/end_of_turn_candidates.json, recorded by `python -m bench.endpoint_replay
+--collect` (each CANDIDATE_FINAL of tiny.en, the silence that followed it in the audio, and Qwen's
+end-of-turn score for it with no history, with the bench conversation's history and with its last
+two turns). Pure: no model, no clock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stt_service.endpointing import EndpointConfig, UtteranceTracker, trails_off
+
+DATA = Path(__file__).parent / "fixtures" / "end_of_turn_candidates.json"
+ROWS: list[dict[str, Any]] = json.loads(DATA.read_text())
+POLICY = UtteranceTracker(EndpointConfig(hints=True, candidate_ms=100))  # the orchestrator's settings
+LATE_MS = 900  # bench.latency.LATE_ENDPOINT_MS: the long endpoint
+
+
+def pauses() -> list[tuple[str, str, int, str, float]]:
+    """(fixture, text, silence that followed, score condition, score) of every candidate the user spoke on after."""
+    return [
+        (row["fixture"], cand["text"], cand["silence_ms"], key, score)
+        for row in ROWS
+        for cand in row["candidates"]
+        if cand["silence_ms"] is not None
+        for key, score in cand["scores"].items()
+    ]
+
+
+def test_the_recording_covers_every_fixture_pause() -> None:
+    paused = {row["fixture"] for row in ROWS if row["kind"] in ("paused", "paused_clause")}
+    assert len(paused) == 11 and all(any(f == name for f, *_ in pauses()) for name in paused)
+    assert max(silence for _, _, silence, _, _ in pauses()) >= 900, "the 900 ms pause after 'five five five'"
+
+
+def test_no_pause_is_taken_for_the_end_of_the_turn_whatever_the_history() -> None:
+    cut = [p for p in pauses() if POLICY.endpoint_for(p[1], p[4]) <= p[2]]
+    assert cut == []
+
+
+def test_a_score_0_1_higher_still_cuts_no_pause() -> None:
+    """Scores move with the conversation so far ('I want to go to Paris.' 0.15 to 0.57): a margin."""
+    cut = [p for p in pauses() if POLICY.endpoint_for(p[1], min(1.0, p[4] + 0.1)) <= p[2]]
+    assert cut == []
+
+
+def test_finished_commands_without_a_final_mark_no_longer_wait_the_long_endpoint() -> None:
+    """In the bench conversation's history: tiny.en wrote no '.' on these; the LLM called them likely finished."""
+    last = {row["fixture"]: row["candidates"][-1] for row in ROWS}
+    for name in ("living_room_lights", "paused_song", "fast_alarm"):
+        cand = last[name]
+        assert not cand["text"].rstrip().endswith((".", "?", "!"))
+        assert POLICY.endpoint_for(cand["text"], cand["scores"]["history_as_is"]) <= 600, name
+    late = [n for n, c in last.items() if POLICY.endpoint_for(c["text"], c["scores"]["history_as_is"]) >= LATE_MS]
+    assert len(late) <= 4, late  # 7 with the rule before (a text without a mark needed >= 0.92)
+
+
+def test_digits_read_out_trail_off_a_closed_list_does_not() -> None:
+    for text in ("My phone is five five five.", "The code is 4 2 7", "My phone is time time time"):
+        assert trails_off(text), text
+    for text in ("The numbers are one two three four and five.", "Wake me up at six thirty.", "What is 12 times 12?"):
+        assert not trails_off(text), text
+
+
+def test_the_likely_endpoint_never_exceeds_a_shorter_long_endpoint() -> None:
+    short = UtteranceTracker(EndpointConfig(hints=True, endpoint_ms=500, min_endpoint_ms=320, candidate_ms=100))
+    assert short.endpoint_for("turn on the lights", 0.7) == 500
+    assert short.endpoint_for("turn on the lights", 0.69) == 500
+    assert short.endpoint_for("turn on the lights", 0.95) == 200
