@@ -88,8 +88,10 @@ def test_a_service_that_never_becomes_serving_is_reported_after_the_timeout_and_
 ) -> None:
     printed = io.StringIO()
     with pytest.raises(StartFailure) as failure:
+        # The hanging stand-in ignores SIGTERM while it "loads" (as a stuck model load does): it is
+        # killed once stop_timeout_s has passed.
         start_all(
-            timeout_s=5, services=_stack("tts", ("--on-load", "hang")), run_dir=tmp_path, out=printed, stop_timeout_s=3
+            timeout_s=5, services=_stack("tts", ("--on-load", "hang")), run_dir=tmp_path, out=printed, stop_timeout_s=1
         )
     message = str(failure.value)
     assert failure.value.service == "tts-service"
