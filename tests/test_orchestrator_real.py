@@ -66,7 +66,7 @@ def test_streaming_speaks_while_the_reply_is_written_and_sync_waits_for_all_of_i
             addresses,
             mode=mode,
             sampling=GREEDY,
-            max_tokens=120,
+            max_tokens=60,
             sink=MemorySink(realtime=False),  # type: ignore[arg-type]
         ) as conversation:
             results = await conversation.run_file(audio, STT_SAMPLE_RATE_HZ, pace=False)
