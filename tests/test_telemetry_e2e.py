@@ -28,11 +28,12 @@ SERVICES = {"orchestrator", "stt-service", "llm-service", "tts-service"}
 
 
 def talk(stack: Stack, tmp: Path, env: dict[str, str]) -> list[dict[str, Any]]:
-    """`python -m orchestrator talk` on one spoken question (paced); its JSON turn records."""
+    """`python -m orchestrator talk` on one spoken question; its JSON turn records. Not paced: the
+    trace's shape, attributes and order are checked, not how long the turn takes in real time."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "orchestrator", "talk", "--quiet", "--max-tokens", "24"),
+            *(sys.executable, "-m", "orchestrator", "talk", "--quiet", "--no-pace", "--max-tokens", "24"),
             *("--input", str(AUDIO / FIXTURE), "--output", str(tmp / "reply.wav"), "--json", str(tmp / "turns.jsonl")),
             *("--stt-address", stack.address("stt"), "--llm-address", stack.address("llm")),
             *("--tts-address", stack.address("tts")),
