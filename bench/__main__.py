@@ -59,6 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run streaming without the LLM end-of-turn hints (the STT's own endpointing) in the same run",
     )
+    p.add_argument(
+        "--compare-burst",
+        action="store_true",
+        help="also run streaming on a second llm-service with --burst-threads 0 (never the idle core) in the same run",
+    )
     p.add_argument("--llm-max-tokens", type=int, default=64, help="max_tokens of the LLM component runs")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results.json", help="results file (default %(default)s)")
     p.add_argument("--log-dir", type=Path, default=BENCH_DIR / "out", help="service logs, table, details")
@@ -91,12 +96,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     phases: dict[str, float] = {}
     turns.REALTIME_PLAYBACK = args.realtime_playback
     t_start = time.perf_counter()
+    if args.compare_burst and (args.use_running or addresses):
+        raise SystemExit(
+            "--compare-burst starts its own services (a second llm-service); drop --use-running/--*-address"
+        )
     if args.use_running or addresses:
         progress("attaching to running services ...")
         services = ServiceSet.attach(addresses)
     else:
         progress(f"starting stt/llm/tts services on free ports (logs in {args.log_dir}) ...")
-        services = ServiceSet.start(args.log_dir, timeout_s=args.start_timeout_s)
+        services = ServiceSet.start(args.log_dir, timeout_s=args.start_timeout_s, llm_no_burst=args.compare_burst)
     progress(f"services SERVING after {time.perf_counter() - t_start:.1f}s: {services.addresses}")
 
     channels = {kind: grpc.aio.insecure_channel(addr) for kind, addr in services.addresses.items()}
@@ -130,10 +139,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["notes"].append("turns skipped: orchestrator.conversation is not available")
             progress("orchestrator.conversation not found: skipping the spoken turns")
         else:
+            modes = (
+                *turns.MODES,
+                *([turns.NO_HINTS] if args.compare_hints else []),
+                *([turns.NO_BURST] if args.compare_burst else []),
+            )
             progress("warm-up turns (one per mode, not counted)")
-            await turns.warm_up_turns(services.addresses, utts[0], progress)
-            progress(f"spoken turns: {len(utts)} fixtures x {args.rounds} round(s), streaming and sync alternating")
-            modes = (*turns.MODES, turns.NO_HINTS) if args.compare_hints else turns.MODES
+            await turns.warm_up_turns(services.addresses, utts[0], progress, modes)
+            progress(
+                f"spoken turns: {len(utts)} fixtures x {args.rounds} round(s), modes {', '.join(modes)} alternating"
+            )
             rows = await turns.alternating(services.addresses, utts, args.rounds, progress, modes)
             results.update(turns.summarize_turns(rows))
             results["turns"] = rows

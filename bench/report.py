@@ -47,7 +47,7 @@ def models_from_services(services: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind, info in services.items():
         line = info.get("serving_line") or {}
-        entry = {k: line[k] for k in ("backend", "model", "voice", "threads") if k in line}
+        entry = {k: line[k] for k in ("backend", "model", "voice", "threads", "burst_threads") if k in line}
         if "path" in line:
             entry["file"] = Path(line["path"]).name
         out[kind] = entry

@@ -12,6 +12,8 @@ from typing import Any
 from service_runtime.launcher import RUN_DIR, SERVICES, ServiceProcess, wait_serving
 
 KINDS = ("stt", "llm", "tts")
+# --compare-burst: a second llm-service that never uses the idle core (its address key in ServiceSet).
+LLM_NO_BURST = "llm-noburst"
 _SERVING = re.compile(r"SERVING on (\S+):(\d+)(.*)$", re.MULTILINE)
 _KV = re.compile(r"(\w+)=(\S+)")
 
@@ -78,19 +80,27 @@ class ServiceSet:
 
     @classmethod
     def start(
-        cls, out_dir: Path, extra_args: dict[str, list[str]] | None = None, timeout_s: float = 600.0
+        cls,
+        out_dir: Path,
+        extra_args: dict[str, list[str]] | None = None,
+        timeout_s: float = 600.0,
+        llm_no_burst: bool = False,
     ) -> ServiceSet:
-        """Start all three at once (they load in parallel), then wait for each to report SERVING."""
+        """Start all three at once (they load in parallel), then wait for each to report SERVING.
+        `llm_no_burst` adds a second llm-service with --burst-threads 0 under the key LLM_NO_BURST."""
         out_dir.mkdir(parents=True, exist_ok=True)
         services: dict[str, Service] = {}
-        for kind in KINDS:
-            log_path = out_dir / f"{kind}.log"
+        variants = [(kind, kind, (extra_args or {}).get(kind, [])) for kind in KINDS]
+        if llm_no_burst:
+            variants.append((LLM_NO_BURST, "llm", [*(extra_args or {}).get("llm", []), "--burst-threads", "0"]))
+        for key, kind, args in variants:
+            log_path = out_dir / f"{key}.log"
             log_path.write_text("")
-            proc = ServiceProcess(kind, args=(extra_args or {}).get(kind, []), port=0, log_path=log_path)
-            services[kind] = Service(kind, "", process=proc, pid=proc.process.pid)
+            proc = ServiceProcess(kind, args=args, port=0, log_path=log_path)
+            services[key] = Service(kind, "", process=proc, pid=proc.process.pid)
         result = cls(services)
         try:
-            with concurrent.futures.ThreadPoolExecutor(len(KINDS)) as pool:
+            with concurrent.futures.ThreadPoolExecutor(len(services)) as pool:
                 waits = {
                     kind: pool.submit(s.process.wait_serving, timeout_s) for kind, s in services.items() if s.process
                 }

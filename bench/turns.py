@@ -17,6 +17,7 @@ from typing import Any
 
 from bench import latency
 from bench.fixtures import Utterance
+from bench.services import LLM_NO_BURST
 from bench.stats import corpus_wer, ratio, summarize, turn_counts
 
 Progress = Callable[[str], None]
@@ -24,6 +25,8 @@ MODES = ("streaming", "sync")
 # Optional third mode (--compare-hints): streaming with the STT's own endpointing (no LLM
 # end-of-turn hints, no prefill), i.e. the pipeline before issue 15, in the same run.
 NO_HINTS = "streaming-nohints"
+# Optional mode (--compare-burst): streaming on an llm-service that never decodes on the idle core.
+NO_BURST = "streaming-noburst"
 TURN_TIMEOUT_S = 180.0  # a stuck turn is reported as an error instead of hanging the bench
 TURN_FIELDS = (
     "dead_air_ms",
@@ -47,9 +50,10 @@ def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> 
     from orchestrator.conversation import Conversation
     from service_runtime.tls import ClientTls
 
+    llm = addresses[LLM_NO_BURST] if mode == NO_BURST else addresses["llm"]
     return Conversation(
-        ServiceAddresses(**addresses, tls=ClientTls.from_env()),
-        mode="streaming" if mode == NO_HINTS else mode,  # type: ignore[arg-type]
+        ServiceAddresses(stt=addresses["stt"], llm=llm, tts=addresses["tts"], tls=ClientTls.from_env()),
+        mode="streaming" if mode in (NO_HINTS, NO_BURST) else mode,  # type: ignore[arg-type]
         session_id=session_id,
         sink=MemorySink(realtime=REALTIME_PLAYBACK),
         end_of_turn_hints=mode != NO_HINTS,
@@ -120,8 +124,10 @@ def _fmt(value: float | None) -> str:
     return "   -  " if value is None else f"{value:5.0f}ms"
 
 
-async def warm_up_turns(addresses: dict[str, str], utt: Utterance, progress: Progress) -> None:
-    for mode in MODES:
+async def warm_up_turns(
+    addresses: dict[str, str], utt: Utterance, progress: Progress, modes: tuple[str, ...] = MODES
+) -> None:
+    for mode in modes:
         conv = open_conversation(addresses, mode, f"bench-warmup-{mode}-{uuid.uuid4().hex[:8]}")
         try:
             await run_turn(conv, utt, mode, "warm-up", progress)

@@ -13,6 +13,7 @@ from llm_service.engine import Backend, LanguageEngine, Sampling
 from llm_service.llama_engine import EngineConfig, LlamaCppEngine
 from llm_service.models import DEFAULT_PRESET, PRESETS, resolve_model
 from llm_service.servicer import SERVICE_NAME, LanguageModelServicer, ServiceConfig
+from llm_service.thread_burst import BurstPolicy
 from llm_service.validation import Limits
 from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec
 from voice.llm.v1 import llm_pb2_grpc
@@ -27,6 +28,9 @@ DEFAULT_SYSTEM_PROMPT = (
 # Measured on the 2-core box with a competing CPU load (see README).
 DEFAULT_THREADS = 1
 DEFAULT_THREADS_BATCH = 0
+# The start of a reply on the idle second core (llm_service/thread_burst.py; bench/RESULTS.md).
+DEFAULT_BURST_THREADS = 2
+DEFAULT_BURST_TOKENS = 8
 
 
 def add_arguments(flags: EnvFlags) -> None:
@@ -35,6 +39,13 @@ def add_arguments(flags: EnvFlags) -> None:
     flags.add("--n-ctx", 32768, "context window, clamped to the model's")
     flags.add("--threads", DEFAULT_THREADS, "CPU threads")
     flags.add("--threads-batch", DEFAULT_THREADS_BATCH, "CPU threads for reading prompts, 0 = --threads")
+    flags.add(
+        "--burst-threads",
+        DEFAULT_BURST_THREADS,
+        "threads for the prompt's tail and the first tokens of a reply when the rest of the machine is idle, "
+        "0 = never (more than --threads to have an effect)",
+    )
+    flags.add("--burst-tokens", DEFAULT_BURST_TOKENS, "reply tokens decoded with --burst-threads")
     flags.add("--system-prompt", DEFAULT_SYSTEM_PROMPT, "system prompt added when a conversation has none")
     flags.add("--max-tokens-limit", 512, "largest max_tokens a request may ask for")
     flags.add("--default-max-tokens", 200, "max_tokens=0 means this")
@@ -72,6 +83,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admissi
                 threads_batch=args.threads_batch,
                 system_prompt=args.system_prompt,
                 max_saved_states=args.max_sessions,
+                burst=BurstPolicy(threads=args.burst_threads, tokens=args.burst_tokens),
             )
         )
         warm_s = servicer.worker.run_sync(engine.warm_up)
@@ -84,6 +96,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admissi
             **info,
             "threads": args.threads,
             "threads_batch": engine.threads_batch,
+            "burst_threads": args.burst_threads if engine.burst.enabled else 0,
             "system_prompt_chars": len(args.system_prompt),
             "model_load_s": f"{engine.load_s:.2f}",
             "warmup_s": f"{warm_s:.2f}",

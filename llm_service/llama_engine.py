@@ -38,6 +38,7 @@ from llm_service.engine import (
     common_prefix,
 )
 from llm_service.kv_cache import KvCache
+from llm_service.thread_burst import BurstPolicy, CpuMonitor, ThreadBurst
 
 log = logging.getLogger("llm-service")
 
@@ -70,6 +71,7 @@ class EngineConfig:
     n_batch: int = 512
     system_prompt: str = ""
     max_saved_states: int = 32
+    burst: BurstPolicy = field(default_factory=BurstPolicy)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,6 +140,8 @@ class LlamaCppEngine:
         )
         # (cache key, prefilled tokens, end-of-turn probability) of the last prefill, for repeats.
         self._last_score: tuple[str | None, tuple[int, ...], float] | None = None
+        monitor = CpuMonitor() if config.burst.threads > max(self.threads, self.threads_batch) else None
+        self.burst = ThreadBurst(config.burst, self.threads, self.threads_batch, monitor)
 
     # ---- prompt building -------------------------------------------------------------
     def render(self, messages: Sequence[Message]) -> str:
@@ -186,6 +190,11 @@ class LlamaCppEngine:
         n = common_prefix(a, b)
         return a[:n]
 
+    # ---- threads (worker thread only) ---------------------------------------------------------
+    def _use_threads(self, burst: bool) -> None:
+        n, n_batch = (self.burst.policy.threads,) * 2 if burst else self.burst.base
+        self._lc.llama_set_n_threads(self._llm._ctx.ctx, n, n_batch)
+
     # ---- generation (worker thread only) --------------------------------------------------
     def generate(
         self,
@@ -214,6 +223,9 @@ class LlamaCppEngine:
             return GenerationResult(finish, len(tokens), cached, 0, "", None, time.perf_counter())
         if should_stop():
             return GenerationResult(FinishReason.CANCELLED, len(tokens), 0, 0, "", None, time.perf_counter())
+        bursting = self.burst.may_burst()  # the prompt's tail and the first phrase on the idle core too
+        if bursting:
+            self._use_threads(True)
         stream = self._llm.generate(
             tokens,
             top_k=sampling.top_k,
@@ -223,10 +235,18 @@ class LlamaCppEngine:
             repeat_penalty=sampling.repeat_penalty,
             reset=True,
         )
+        step_at = 0.0
         try:
             for token in stream:
+                now = time.perf_counter()
                 if first_at is None:
-                    first_at = time.perf_counter()
+                    first_at = now
+                elif bursting and (
+                    self.burst.step_stalled(now - step_at) or completion + 1 >= self.burst.policy.tokens
+                ):
+                    bursting = False
+                    self._use_threads(False)
+                step_at = now
                 if self._lc.llama_vocab_is_eog(self._vocab, token):
                     finish = FinishReason.STOP
                     break
@@ -243,6 +263,8 @@ class LlamaCppEngine:
                     break
         finally:
             stream.close()
+            if bursting:
+                self._use_threads(False)
         tail = decoder.flush()  # "" when the reply ends inside a character (e.g. cut by max_tokens)
         if tail and finish != FinishReason.CANCELLED:
             parts.append(tail)
@@ -284,11 +306,18 @@ class LlamaCppEngine:
         common = common_prefix(self.kv.live_tokens(), tokens)
         keep = min(common, len(tokens) - 1)
         self._llm.n_tokens = keep
-        self._llm.eval(tokens[keep:])  # drops the KV after `keep` first (revised words)
-        probability = turn_end.end_probability(self._logits(), sorted({*self._ending_ids, *end_message}))
-        if marks:  # as transcribed ("Tell me a joke." ends the message far more often than "Tell me a joke")
-            self._llm.eval(marks)
-            probability = max(probability, turn_end.end_probability(self._logits(), end_message))
+        bursting = self.burst.may_burst()
+        if bursting:
+            self._use_threads(True)
+        try:
+            self._llm.eval(tokens[keep:])  # drops the KV after `keep` first (revised words)
+            probability = turn_end.end_probability(self._logits(), sorted({*self._ending_ids, *end_message}))
+            if marks:  # as transcribed ("Tell me a joke." ends the message far more often than "Tell me a joke")
+                self._llm.eval(marks)
+                probability = max(probability, turn_end.end_probability(self._logits(), end_message))
+        finally:
+            if bursting:
+                self._use_threads(False)
         self._last_score = (cache_key, tuple(everything), probability)
         return PrefillResult(len(everything), keep, probability)
 
@@ -308,4 +337,6 @@ class LlamaCppEngine:
         self.kv.forget(cache_key)
 
     def close(self) -> None:
+        if self.burst.monitor is not None:
+            self.burst.monitor.close()
         self._llm.close()

@@ -1,0 +1,107 @@
+"""The LLM uses the idle second core for the start of a reply, and never a busy one.
+
+Why it matters to a user: 2 llama.cpp threads on 2 cores decode ~1.6x faster when the other core
+is idle, but ~20x SLOWER when it is busy (the threads wait for each other at every layer), so a
+burst granted on a busy machine would turn 1 s of dead air into 10 s.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from llm_service.engine import Message, Sampling
+from llm_service.thread_burst import BurstPolicy, CpuMonitor, ThreadBurst
+
+
+class ScriptedLoad:
+    """Stands in for CpuMonitor: reports the load the test sets (a fake, for the policy's unit tests)."""
+
+    def __init__(self, others_busy: float | None, cores: int = 2) -> None:
+        self.others_busy = others_busy
+        self.cores = cores
+        self.available = True
+
+    def others_busy_cores(self) -> float | None:
+        return self.others_busy
+
+    def close(self) -> None:
+        pass
+
+
+def burst(others_busy: float | None, cores: int = 2, threads: int = 2) -> ThreadBurst:
+    return ThreadBurst(BurstPolicy(threads=threads), 1, 1, ScriptedLoad(others_busy, cores))  # type: ignore[arg-type]
+
+
+def test_a_burst_is_granted_only_while_the_rest_of_the_machine_is_idle() -> None:
+    assert burst(0.05).may_burst()
+    busy = burst(0.9)  # e.g. Piper rendering, a Whisper decode, another program
+    assert not busy.may_burst() and busy.refused_busy == 1
+    assert not burst(None).may_burst(), "unknown load must not be taken for idle"
+
+
+def test_no_burst_without_a_spare_core_or_when_it_would_not_add_threads() -> None:
+    assert not burst(0.0, cores=1).may_burst()
+    assert not burst(0.0, threads=1).may_burst()
+    assert not burst(0.0, threads=0).enabled
+
+
+def test_a_token_several_times_slower_than_usual_ends_the_burst() -> None:
+    b = burst(0.0)
+    for _ in range(5):
+        assert not b.step_stalled(0.025)
+    assert b.step_stalled(0.5)
+    assert b.stalls == 1
+    assert not b.step_stalled(0.03), "one stall must not raise the typical step so that stalls pass unseen"
+    assert b.step_stalled(0.2)
+
+
+def test_the_cpu_monitor_reads_this_machine() -> None:
+    monitor = CpuMonitor()
+    try:
+        if not monitor.available:
+            pytest.skip("no /proc/stat on this system (the burst is then never granted)")
+        deadline = time.monotonic() + 5.0
+        busy = monitor.others_busy_cores()
+        while busy is None and time.monotonic() < deadline:  # None until two samples a jiffy apart exist
+            threading.Event().wait(0.02)
+            busy = monitor.others_busy_cores()
+        assert busy is not None and 0.0 <= busy <= monitor.cores
+    finally:
+        monitor.close()
+
+
+@pytest.mark.real
+def test_after_a_burst_the_model_is_back_on_its_base_threads() -> None:
+    """Real llama.cpp engine (SmolLM2): the burst is used for the reply and undone afterwards, so a
+    machine that gets busy later is not hit by 2 spinning threads."""
+    import llama_cpp
+
+    from llm_service.llama_engine import EngineConfig, LlamaCppEngine
+    from llm_service.models import resolve_model
+
+    name, path = resolve_model("smollm2-135m")
+    engine = LlamaCppEngine(EngineConfig(name, path, n_ctx=512, burst=BurstPolicy(threads=2, tokens=3)))
+    engine.burst.monitor = ScriptedLoad(0.0)  # type: ignore[assignment]  # the policy, not this box's load, is under test
+    try:
+        result = engine.generate(
+            [Message("user", "Name three colours.")],
+            12,
+            Sampling(temperature=0.0),
+            None,
+            lambda _t: None,
+            lambda: False,
+        )
+        assert result.completion_tokens > 3 and result.text.strip()
+        assert engine.burst.granted == 1
+        ctx = engine._llm._ctx.ctx
+        assert (llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)) == (1, 1)
+
+        engine.burst.monitor = ScriptedLoad(1.0)  # type: ignore[assignment]
+        engine.prefill([Message("user", "What time is it")], None)
+        assert engine.burst.refused_busy == 1
+        assert (llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)) == (1, 1)
+    finally:
+        engine.close()
