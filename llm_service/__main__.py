@@ -30,7 +30,7 @@ DEFAULT_THREADS = 1
 DEFAULT_THREADS_BATCH = 0
 # The start of a reply on the idle second core (llm_service/thread_burst.py; bench/RESULTS.md).
 DEFAULT_BURST_THREADS = 2
-DEFAULT_BURST_TOKENS = 8
+DEFAULT_BURST_TOKENS = 6
 
 
 def add_arguments(flags: EnvFlags) -> None:

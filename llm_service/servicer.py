@@ -335,6 +335,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
     async def GetStats(
         self, request: llm_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> llm_pb2.GetStatsResponse:
+        burst = getattr(self._slot.engine, "burst", None)  # llama.cpp engines only
         return llm_pb2.GetStatsResponse(
             live_sessions=len(self.sessions),
             max_sessions=self.sessions.max_sessions,
@@ -344,4 +345,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             generations_total=self.counters.generations,
             kv_cache_hits_total=self.counters.cache_hits,
             kv_cache_misses_total=self.counters.cache_misses,
+            burst_granted_total=burst.granted if burst else 0,
+            burst_refused_busy_total=burst.refused_busy if burst else 0,
+            burst_stalls_total=burst.stalls if burst else 0,
         )

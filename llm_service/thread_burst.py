@@ -90,7 +90,7 @@ class CpuMonitor:
 @dataclass
 class BurstPolicy:
     threads: int = 0  # 0: no burst
-    tokens: int = 8  # generated tokens decoded with the burst threads
+    tokens: int = 6  # generated tokens decoded with the burst threads
     max_others_busy: float = 0.3  # cores the rest of the machine may have used in the last 250 ms
     stall_factor: float = 3.0  # a step this many times slower than the typical one ends the burst
 
