@@ -119,6 +119,7 @@ class ThreadBurst:
         free = self.monitor.cores - (others if others is not None else self.monitor.cores)
         if others is None or others > self.policy.max_others_busy or free < self.policy.threads - 0.5:
             self.refused_busy += 1
+            log.debug("thread burst refused: the rest of the machine used %s cores", others)
             return False
         self.granted += 1
         return True
