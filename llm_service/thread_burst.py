@@ -43,10 +43,10 @@ def _own_jiffies() -> float:
 
 
 class CpuMonitor:
-    """Samples /proc/stat every 50 ms in a daemon thread; `others_busy_cores(window)` is how many
-    cores the rest of the machine (everything but this process) kept busy over the last `window` s."""
+    """Samples /proc/stat every 50 ms in a daemon thread; `others_busy_cores()` is how many cores the
+    rest of the machine (everything but this process) kept busy over the last `window_s`."""
 
-    def __init__(self, window_s: float = 0.25) -> None:
+    def __init__(self, window_s: float = 0.1) -> None:
         self.window_s = window_s
         self.cores = os.cpu_count() or 1
         self._samples: deque[tuple[float, float, float, float]] = deque(maxlen=int(2.0 / SAMPLE_S))
@@ -91,7 +91,7 @@ class CpuMonitor:
 class BurstPolicy:
     threads: int = 0  # 0: no burst
     tokens: int = 6  # generated tokens decoded with the burst threads
-    max_others_busy: float = 0.3  # cores the rest of the machine may have used in the last 250 ms
+    max_others_busy: float = 0.3  # cores the rest of the machine may have used in the last 100 ms
     stall_factor: float = 3.0  # a step this many times slower than the typical one ends the burst
 
 
@@ -115,13 +115,15 @@ class ThreadBurst:
         """Ask just before the latency-critical part of a call."""
         if not self.enabled or self.monitor is None or not self.monitor.available:
             return False
+        if self.monitor.cores < self.policy.threads:
+            return False
         others = self.monitor.others_busy_cores()
-        free = self.monitor.cores - (others if others is not None else self.monitor.cores)
-        if others is None or others > self.policy.max_others_busy or free < self.policy.threads - 0.5:
+        if others is None or others > self.policy.max_others_busy:
             self.refused_busy += 1
             log.debug("thread burst refused: the rest of the machine used %s cores", others)
             return False
         self.granted += 1
+        log.debug("thread burst granted: the rest of the machine used %.2f cores", others)
         return True
 
     def step_stalled(self, step_s: float) -> bool:
