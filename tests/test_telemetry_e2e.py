@@ -78,7 +78,11 @@ def test_one_turn_is_one_trace_across_the_four_processes(
     wanted = {"turn", "playback", "stt.recognize", "llm.generate", "tts.synthesize", "tts.sentence"}
 
     def complete(got: list[CollectedSpan]) -> bool:
-        return wanted <= {s.name for s in got if s.trace_id == trace_id}
+        mine = [s for s in got if s.trace_id == trace_id]
+        # A span is exported when it ends, in batches: the confirmed attempt's LLM and TTS calls
+        # end last (after their sentences, after a discarded attempt's cancelled calls).
+        confirmed = {s.name for s in mine if "cancelled" not in s.events}
+        return wanted <= {s.name for s in mine} and {"llm.generate", "tts.synthesize"} <= confirmed
 
     collector.wait_for(complete, timeout_s=30)
     spans = [s for s in collector.spans if s.trace_id == trace_id]
