@@ -31,7 +31,6 @@ DEFAULT_THREADS_BATCH = 0
 # The start of a reply on the idle second core (llm_service/thread_burst.py; bench/RESULTS.md).
 DEFAULT_BURST_THREADS = 2
 DEFAULT_BURST_TOKENS = 6
-DEFAULT_BURST_MAX_BUSY = 0.3
 
 
 def add_arguments(flags: EnvFlags) -> None:
@@ -47,11 +46,6 @@ def add_arguments(flags: EnvFlags) -> None:
         "0 = never (more than --threads to have an effect)",
     )
     flags.add("--burst-tokens", DEFAULT_BURST_TOKENS, "reply tokens decoded with --burst-threads")
-    flags.add(
-        "--burst-max-busy",
-        DEFAULT_BURST_MAX_BUSY,
-        "cores the rest of the machine may have kept busy in the last 100 ms for a burst to start",
-    )
     flags.add("--system-prompt", DEFAULT_SYSTEM_PROMPT, "system prompt added when a conversation has none")
     flags.add("--max-tokens-limit", 512, "largest max_tokens a request may ask for")
     flags.add("--default-max-tokens", 200, "max_tokens=0 means this")
@@ -89,9 +83,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admissi
                 threads_batch=args.threads_batch,
                 system_prompt=args.system_prompt,
                 max_saved_states=args.max_sessions,
-                burst=BurstPolicy(
-                    threads=args.burst_threads, tokens=args.burst_tokens, max_others_busy=args.burst_max_busy
-                ),
+                burst=BurstPolicy(threads=args.burst_threads, tokens=args.burst_tokens),
             )
         )
         warm_s = servicer.worker.run_sync(engine.warm_up)

@@ -5,7 +5,7 @@ is idle (measured, bench/RESULTS.md). In a voice turn the other services are idl
 the STT has just decoded the candidate and the TTS waits for the first phrase. But llama.cpp's
 threads meet at a barrier after every operation, so 2 threads with the other core busy (Piper
 rendering, a Whisper decode, another program) fall to ~1 tok/s. Hence a burst is
-  * granted only when the rest of the machine was (nearly) idle just before (`CpuMonitor`),
+  * granted only when no other thread wants a CPU at that instant (`RunQueue`),
   * short: the unread end of the prompt and the first `tokens` of the reply (the first phrase,
     which is what the user waits for), then back to the base thread count,
   * given up at once when a step takes several times its expected time (the other core got busy).
@@ -15,90 +15,58 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass
 
 log = logging.getLogger("llm-service")
 
-SAMPLE_S = 0.05
+PROBES = 3  # reads of the run queue; the smallest counts (our own gRPC thread may be running at one)
 
 
-def _read_cpu() -> tuple[float, float] | None:
-    """(busy, total) jiffies of the whole machine from /proc/stat, None where there is none."""
+def _procs_running() -> int | None:
+    """Threads runnable on the whole machine right now (/proc/stat procs_running), None where unknown."""
     try:
         with open("/proc/stat", "rb") as stat:
-            fields = [float(x) for x in stat.readline().split()[1:]]
-    except OSError:
+            for line in stat:
+                if line.startswith(b"procs_running"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+    return None
 
 
-def _own_jiffies() -> float:
-    """This process's CPU time in jiffies (all threads), the unit of /proc/stat."""
-    t = os.times()
-    return (t.user + t.system) * os.sysconf("SC_CLK_TCK")
+class RunQueue:
+    """How many threads besides the caller want a CPU at this instant.
 
+    An instant reading, not an average: the LLM is called right after the STT finished decoding
+    (a CANDIDATE or INTERIM), so any window of the last ~100 ms shows a busy core that is idle now
+    (measured: 1.1-2.0 cores "busy" at most decisions of a quiet bench run). A program that keeps a
+    core busy is runnable at every reading; short blips (the STT's VAD every 20 ms) rarely are, and
+    cost a burst little when they are."""
 
-class CpuMonitor:
-    """Samples /proc/stat every 50 ms in a daemon thread; `others_busy_cores()` is how many cores the
-    rest of the machine (everything but this process) kept busy over the last `window_s`."""
-
-    def __init__(self, window_s: float = 0.1) -> None:
-        self.window_s = window_s
+    def __init__(self) -> None:
         self.cores = os.cpu_count() or 1
-        self._samples: deque[tuple[float, float, float, float]] = deque(maxlen=int(2.0 / SAMPLE_S))
-        self._lock = threading.Lock()
-        self.available = _read_cpu() is not None
-        self._stop = threading.Event()
-        if self.available:
-            self._sample()
-            threading.Thread(target=self._run, name="cpu-monitor", daemon=True).start()
+        self.available = _procs_running() is not None
 
-    def _sample(self) -> None:
-        cpu = _read_cpu()
-        if cpu is not None:
-            with self._lock:
-                self._samples.append((time.monotonic(), cpu[0], cpu[1], _own_jiffies()))
-
-    def _run(self) -> None:
-        while not self._stop.wait(SAMPLE_S):
-            self._sample()
-
-    def others_busy_cores(self) -> float | None:
-        """None when unknown (no /proc/stat, or not two samples yet)."""
-        self._sample()
-        with self._lock:
-            if len(self._samples) < 2:
-                return None
-            now, busy, total, own = self._samples[-1]
-            start = next((s for s in self._samples if now - s[0] <= self.window_s), self._samples[0])
-            if start is self._samples[-1]:
-                start = self._samples[-2]
-        d_total = total - start[2]
-        if d_total <= 0:
-            return None
-        others = (busy - start[1]) - (own - start[3])
-        return max(0.0, others / d_total * self.cores)
+    def others_running(self) -> int | None:
+        readings = [_procs_running() for _ in range(PROBES)]
+        known = [r for r in readings if r is not None]
+        return max(0, min(known) - 1) if known else None  # - 1: the thread asking
 
     def close(self) -> None:
-        self._stop.set()
+        pass
 
 
 @dataclass
 class BurstPolicy:
     threads: int = 0  # 0: no burst
     tokens: int = 6  # generated tokens decoded with the burst threads
-    max_others_busy: float = 0.3  # cores the rest of the machine may have used in the last 100 ms
     stall_factor: float = 3.0  # a step this many times slower than the typical one ends the burst
 
 
 class ThreadBurst:
     """Decides, per model call, how many threads llama.cpp uses. Worker thread only (not thread-safe)."""
 
-    def __init__(self, policy: BurstPolicy, base_threads: int, base_batch: int, monitor: CpuMonitor | None) -> None:
+    def __init__(self, policy: BurstPolicy, base_threads: int, base_batch: int, monitor: RunQueue | None) -> None:
         self.policy = policy
         self.base = (base_threads, base_batch)
         self.monitor = monitor
@@ -117,13 +85,12 @@ class ThreadBurst:
             return False
         if self.monitor.cores < self.policy.threads:
             return False
-        others = self.monitor.others_busy_cores()
-        if others is None or others > self.policy.max_others_busy:
+        others = self.monitor.others_running()
+        if others is None or others > self.monitor.cores - self.policy.threads:
             self.refused_busy += 1
-            log.debug("thread burst refused: the rest of the machine used %s cores", others)
+            log.debug("thread burst refused: %s other threads runnable", others)
             return False
         self.granted += 1
-        log.debug("thread burst granted: the rest of the machine used %.2f cores", others)
         return True
 
     def step_stalled(self, step_s: float) -> bool:
