@@ -93,7 +93,7 @@ class Conversation:
         self._failure: BaseException | None = None
         self._listening: Listening | None = None
         self._hints: EndOfTurnHints | None = None
-        self._discards: set[asyncio.Task[None]] = set()  # DiscardTurn calls still on their way
+        self._discards = history.BackgroundDiscards()
         self.speculation = SpeculationStats()  # speculative work kept / thrown away, over all runs
 
     @property
@@ -176,7 +176,7 @@ class Conversation:
                 raise self._failure
         finally:
             listening.close()
-            await asyncio.gather(*self._discards, return_exceptions=True)
+            await self._discards.settle()
             if self._hints is not None:
                 await self._hints.close()
             for turn in self._turns:
@@ -197,7 +197,7 @@ class Conversation:
             turn.cancel_calls()
             if turn.task is not None:
                 turn.task.cancel()
-        await asyncio.gather(*self._discards, return_exceptions=True)
+        await self._discards.settle()
         if self._clients.connected:
             with contextlib.suppress(grpc.RpcError):
                 await self._clients.llm.ResetSession(llm_pb2.ResetSessionRequest(session_id=self.session_id), timeout=5)
@@ -330,12 +330,7 @@ class Conversation:
         """Throw away speculative work: cancel its calls; nothing was played."""
         turn.cancelled_rpcs = turn.cancel_calls()
         await turn.stop_task()
-        # DiscardTurn waits on the server for the cancelled Generate to settle; the next candidate's
-        # reply and end-of-turn hint must not wait for that, so it runs beside the loop. (The next
-        # Generate sends the client's history, which no longer holds this turn, either way.)
-        task = asyncio.create_task(self._discard_in_llm(turn))
-        self._discards.add(task)
-        task.add_done_callback(self._discards.discard)
+        self._discards.start(self._clients.llm, self.session_id, turn)  # DiscardTurn beside the loop
         self.speculation.discarded(turn)
         turn.llm_done.set()
         turn.done.set()
@@ -343,11 +338,6 @@ class Conversation:
         self._turns = [t for t in self._turns if t is not turn]
         self._history.remove(turn)
         self._emit(EventKind.DISCARDED, turn.transcript, turn.utterance_index)
-
-    async def _discard_in_llm(self, turn: Turn) -> None:
-        if "llm" in turn.calls:
-            await history.discard_turn(self._clients.llm, self.session_id, turn)
-        turn.trace.discarded(turn.cancelled_rpcs)
 
     def _abort(self, turn: Turn, error: BaseException) -> None:
         if turn.done.is_set():

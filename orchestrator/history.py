@@ -9,6 +9,7 @@ discarded speculative reply is removed with its user message (DiscardTurn, match
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -87,3 +88,30 @@ async def discard_turn(llm: llm_pb2_grpc.LanguageModelStub, session_id: str, tur
         if error.code() != grpc.StatusCode.NOT_FOUND:
             log.warning("DiscardTurn failed: %s", error)
         turn.trace.event("discard_turn_failed", {"error": str(error.code())})
+
+
+class BackgroundDiscards:
+    """DiscardTurn calls running beside the conversation loop.
+
+    DiscardTurn waits on the server for the cancelled Generate to settle; the next candidate's
+    reply and end-of-turn hint must not wait behind it. (The next Generate sends the client's
+    history, which no longer holds the discarded turn, either way.) The turn's speculative span
+    ends once the call is done, so it carries the call's outcome."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, llm: llm_pb2_grpc.LanguageModelStub, session_id: str, turn: Turn) -> None:
+        task = asyncio.create_task(self._discard(llm, session_id, turn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _discard(llm: llm_pb2_grpc.LanguageModelStub, session_id: str, turn: Turn) -> None:
+        if "llm" in turn.calls:
+            await discard_turn(llm, session_id, turn)
+        turn.trace.discarded(turn.cancelled_rpcs)
+
+    async def settle(self) -> None:
+        """Wait for the calls still on their way (end of a run, close)."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
