@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--compare-burst",
         action="store_true",
-        help="also run streaming on a second llm-service with --burst-threads 0 (never the idle core) in the same run",
+        help="also run streaming on a second llm-service with --burst-threads 2 (the idle-core burst) in the same run",
     )
     p.add_argument("--llm-max-tokens", type=int, default=64, help="max_tokens of the LLM component runs")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results.json", help="results file (default %(default)s)")
@@ -105,7 +105,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         services = ServiceSet.attach(addresses)
     else:
         progress(f"starting stt/llm/tts services on free ports (logs in {args.log_dir}) ...")
-        services = ServiceSet.start(args.log_dir, timeout_s=args.start_timeout_s, llm_no_burst=args.compare_burst)
+        services = ServiceSet.start(args.log_dir, timeout_s=args.start_timeout_s, llm_burst=args.compare_burst)
     progress(f"services SERVING after {time.perf_counter() - t_start:.1f}s: {services.addresses}")
 
     channels = {kind: grpc.aio.insecure_channel(addr) for kind, addr in services.addresses.items()}
@@ -142,7 +142,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             modes = (
                 *turns.MODES,
                 *([turns.NO_HINTS] if args.compare_hints else []),
-                *([turns.NO_BURST] if args.compare_burst else []),
+                *([turns.BURST] if args.compare_burst else []),
             )
             progress("warm-up turns (one per mode, not counted)")
             await turns.warm_up_turns(services.addresses, utts[0], progress, modes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -333,6 +334,10 @@ async def service_stats(channels: dict[str, grpc.aio.Channel]) -> dict[str, Any]
         "llm": lambda: llm_pb2_grpc.LanguageModelStub(channels["llm"]).GetStats(llm_pb2.GetStatsRequest(), timeout=5),
         "tts": lambda: tts_pb2_grpc.TextToSpeechStub(channels["tts"]).GetStats(tts_pb2.GetStatsRequest(), timeout=5),
     }
+    for extra in sorted(set(channels) - set(calls)):  # e.g. the --compare-burst llm-service
+        calls[extra] = functools.partial(
+            llm_pb2_grpc.LanguageModelStub(channels[extra]).GetStats, llm_pb2.GetStatsRequest(), timeout=5
+        )
     for kind, call in calls.items():
         try:
             reply = await call()

@@ -123,13 +123,13 @@ def render(results: Mapping[str, Any], format_table: Any) -> list[str]:
         f"({spec.get('tokens_pct')} %), {spec.get('tts_ms')} of {spec.get('tts_ms_total')} ms of TTS audio, "
         f"{spec.get('replies')} of {spec.get('replies_total')} replies"
     )
-    llm_stats = (results.get("service_stats_after") or {}).get("llm") or {}
-    if "burst_granted_total" in llm_stats or "burst_refused_busy_total" in llm_stats:
-        out.append(
-            f"LLM idle-core burst (whole run, llm-service): {llm_stats.get('burst_granted_total', 0)} model calls "
-            f"on 2 threads, {llm_stats.get('burst_refused_busy_total', 0)} refused (machine busy), "
-            f"{llm_stats.get('burst_stalls_total', 0)} ended by a stalled token"
-        )
+    for name, llm_stats in (results.get("service_stats_after") or {}).items():
+        if "burst_granted_total" in llm_stats or "burst_refused_busy_total" in llm_stats:
+            out.append(
+                f"LLM idle-core burst (whole run, {name}): {llm_stats.get('burst_granted_total', 0)} model calls "
+                f"on 2 threads, {llm_stats.get('burst_refused_busy_total', 0)} refused (machine busy), "
+                f"{llm_stats.get('burst_stalls_total', 0)} ended by a stalled token"
+            )
     by_len = results.get("ratio_sync_over_streaming_by_reply") or {}
     out.append(
         "Sync / streaming dead air p50: "

@@ -12,8 +12,8 @@ from typing import Any
 from service_runtime.launcher import RUN_DIR, SERVICES, ServiceProcess, wait_serving
 
 KINDS = ("stt", "llm", "tts")
-# --compare-burst: a second llm-service that never uses the idle core (its address key in ServiceSet).
-LLM_NO_BURST = "llm-noburst"
+# --compare-burst: a second llm-service with the idle-core burst on (its address key in ServiceSet).
+LLM_BURST = "llm-burst"
 _SERVING = re.compile(r"SERVING on (\S+):(\d+)(.*)$", re.MULTILINE)
 _KV = re.compile(r"(\w+)=(\S+)")
 
@@ -84,15 +84,15 @@ class ServiceSet:
         out_dir: Path,
         extra_args: dict[str, list[str]] | None = None,
         timeout_s: float = 600.0,
-        llm_no_burst: bool = False,
+        llm_burst: bool = False,
     ) -> ServiceSet:
         """Start all three at once (they load in parallel), then wait for each to report SERVING.
-        `llm_no_burst` adds a second llm-service with --burst-threads 0 under the key LLM_NO_BURST."""
+        `llm_burst` adds a second llm-service with --burst-threads 2 under the key LLM_BURST."""
         out_dir.mkdir(parents=True, exist_ok=True)
         services: dict[str, Service] = {}
         variants = [(kind, kind, (extra_args or {}).get(kind, [])) for kind in KINDS]
-        if llm_no_burst:
-            variants.append((LLM_NO_BURST, "llm", [*(extra_args or {}).get("llm", []), "--burst-threads", "0"]))
+        if llm_burst:
+            variants.append((LLM_BURST, "llm", [*(extra_args or {}).get("llm", []), "--burst-threads", "2"]))
         for key, kind, args in variants:
             log_path = out_dir / f"{key}.log"
             log_path.write_text("")

@@ -17,7 +17,7 @@ from typing import Any
 
 from bench import latency
 from bench.fixtures import Utterance
-from bench.services import LLM_NO_BURST
+from bench.services import LLM_BURST
 from bench.stats import corpus_wer, ratio, summarize, turn_counts
 
 Progress = Callable[[str], None]
@@ -25,8 +25,9 @@ MODES = ("streaming", "sync")
 # Optional third mode (--compare-hints): streaming with the STT's own endpointing (no LLM
 # end-of-turn hints, no prefill), i.e. the pipeline before issue 15, in the same run.
 NO_HINTS = "streaming-nohints"
-# Optional mode (--compare-burst): streaming on an llm-service that never decodes on the idle core.
-NO_BURST = "streaming-noburst"
+# Optional mode (--compare-burst): streaming on an llm-service that decodes the start of a reply
+# on the idle second core too (llm_service/thread_burst.py; off by default).
+BURST = "streaming-burst"
 TURN_TIMEOUT_S = 180.0  # a stuck turn is reported as an error instead of hanging the bench
 TURN_FIELDS = (
     "dead_air_ms",
@@ -50,10 +51,10 @@ def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> 
     from orchestrator.conversation import Conversation
     from service_runtime.tls import ClientTls
 
-    llm = addresses[LLM_NO_BURST] if mode == NO_BURST else addresses["llm"]
+    llm = addresses[LLM_BURST] if mode == BURST else addresses["llm"]
     return Conversation(
         ServiceAddresses(stt=addresses["stt"], llm=llm, tts=addresses["tts"], tls=ClientTls.from_env()),
-        mode="streaming" if mode in (NO_HINTS, NO_BURST) else mode,  # type: ignore[arg-type]
+        mode="streaming" if mode in (NO_HINTS, BURST) else mode,  # type: ignore[arg-type]
         session_id=session_id,
         sink=MemorySink(realtime=REALTIME_PLAYBACK),
         end_of_turn_hints=mode != NO_HINTS,

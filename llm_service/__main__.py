@@ -28,8 +28,9 @@ DEFAULT_SYSTEM_PROMPT = (
 # Measured on the 2-core box with a competing CPU load (see README).
 DEFAULT_THREADS = 1
 DEFAULT_THREADS_BATCH = 0
-# The start of a reply on the idle second core (llm_service/thread_burst.py; bench/RESULTS.md).
-DEFAULT_BURST_THREADS = 2
+# The start of a reply on the idle second core (llm_service/thread_burst.py): off by default, since
+# with 2+ conversations at once it raised dead air p95 (bench/RESULTS.md); `--burst-threads 2` turns it on.
+DEFAULT_BURST_THREADS = 0
 DEFAULT_BURST_TOKENS = 6
 
 
