@@ -145,17 +145,21 @@ async def check_service(kind: str, address: str, timeout_s: float = 2.0, tls: Cl
     For a target naming several replicas: unless at least one of them is SERVING.
     """
     several = address.startswith(("ipv4:", "ipv6:", "dns:")) or "," in address
-    # One address: ask it (and tell "loading" from "gone"). Replicas: a health-checked channel
+    # One address: ask it at once (a refused connection fails the call right away instead of
+    # waiting out the timeout) and tell "loading" from "gone". Replicas: a health-checked channel
     # is ready once one replica is SERVING, and the Check goes to such a one.
     async with channel(address, tls, health_checked=several) as health_channel:
-        try:
-            await asyncio.wait_for(health_channel.channel_ready(), timeout_s)
-        except (asyncio.TimeoutError, grpc.RpcError):
-            raise ServiceDownError(kind, address) from None
+        if several:
+            try:
+                await asyncio.wait_for(health_channel.channel_ready(), timeout_s)
+            except (asyncio.TimeoutError, grpc.RpcError):
+                raise ServiceDownError(kind, address) from None
         stub = health_pb2_grpc.HealthStub(health_channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
         except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise ServiceDownError(kind, address) from None  # nothing listening / unreachable
             raise ServiceDownError(kind, address, f"not answering health checks ({error.code().name})") from None
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             raise ServiceDownError(kind, address, "up but not SERVING yet (still loading its model?)")
