@@ -16,6 +16,7 @@ from llm_service.servicer import SERVICE_NAME, LanguageModelServicer, ServiceCon
 from llm_service.thread_burst import BurstPolicy
 from llm_service.validation import Limits
 from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec
+from service_runtime.config import int_at_least
 from voice.llm.v1 import llm_pb2_grpc
 
 log = logging.getLogger("llm-service")
@@ -45,8 +46,9 @@ def add_arguments(flags: EnvFlags) -> None:
         DEFAULT_BURST_THREADS,
         "threads for the prompt's tail and the first tokens of a reply when the rest of the machine is idle, "
         "0 = never (more than --threads to have an effect)",
+        type=int_at_least(0),
     )
-    flags.add("--burst-tokens", DEFAULT_BURST_TOKENS, "reply tokens decoded with --burst-threads")
+    flags.add("--burst-tokens", DEFAULT_BURST_TOKENS, "reply tokens decoded with --burst-threads", type=int_at_least(1))
     flags.add("--system-prompt", DEFAULT_SYSTEM_PROMPT, "system prompt added when a conversation has none")
     flags.add("--max-tokens-limit", 512, "largest max_tokens a request may ask for")
     flags.add("--default-max-tokens", 200, "max_tokens=0 means this")

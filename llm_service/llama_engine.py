@@ -38,7 +38,7 @@ from llm_service.engine import (
     common_prefix,
 )
 from llm_service.kv_cache import KvCache
-from llm_service.thread_burst import BurstPolicy, RunQueue, ThreadBurst
+from llm_service.thread_burst import BurstPolicy, ThreadBurst
 
 log = logging.getLogger("llm-service")
 
@@ -140,8 +140,7 @@ class LlamaCppEngine:
         )
         # (cache key, prefilled tokens, end-of-turn probability) of the last prefill, for repeats.
         self._last_score: tuple[str | None, tuple[int, ...], float] | None = None
-        monitor = RunQueue() if config.burst.threads > max(self.threads, self.threads_batch) else None
-        self.burst = ThreadBurst(config.burst, self.threads, self.threads_batch, monitor)
+        self.burst = ThreadBurst(config.burst, self.threads, self.threads_batch)
 
     # ---- prompt building -------------------------------------------------------------
     def render(self, messages: Sequence[Message]) -> str:
@@ -337,6 +336,4 @@ class LlamaCppEngine:
         self.kv.forget(cache_key)
 
     def close(self) -> None:
-        if self.burst.monitor is not None:
-            self.burst.monitor.close()
         self._llm.close()

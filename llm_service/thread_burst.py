@@ -52,9 +52,6 @@ class RunQueue:
         known = [r for r in readings if r is not None]
         return max(0, min(known) - 1) if known else None  # - 1: the thread asking
 
-    def close(self) -> None:
-        pass
-
 
 @dataclass
 class BurstPolicy:
@@ -66,10 +63,10 @@ class BurstPolicy:
 class ThreadBurst:
     """Decides, per model call, how many threads llama.cpp uses. Worker thread only (not thread-safe)."""
 
-    def __init__(self, policy: BurstPolicy, base_threads: int, base_batch: int, monitor: RunQueue | None) -> None:
+    def __init__(self, policy: BurstPolicy, base_threads: int, base_batch: int) -> None:
         self.policy = policy
         self.base = (base_threads, base_batch)
-        self.monitor = monitor
+        self.monitor = RunQueue() if self.enabled else None
         self.granted = 0  # calls that ran with the burst (for the log / tests)
         self.refused_busy = 0
         self.stalls = 0
@@ -81,7 +78,7 @@ class ThreadBurst:
 
     def may_burst(self) -> bool:
         """Ask just before the latency-critical part of a call."""
-        if not self.enabled or self.monitor is None or not self.monitor.available:
+        if self.monitor is None or not self.monitor.available:  # None: not enabled
             return False
         if self.monitor.cores < self.policy.threads:
             return False

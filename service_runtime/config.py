@@ -18,6 +18,19 @@ from typing import Any
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """A flag type: an integer >= `minimum` (a smaller one is a usage error saying what is allowed)."""
+
+    def convert(raw: str) -> int:
+        value = int(raw)
+        if value < minimum:
+            raise ValueError(f"{value} is below the smallest allowed value, {minimum}")
+        return value
+
+    convert.__name__ = f"integer >= {minimum}"  # argparse names the type in its message
+    return convert
+
+
 def env_name(prefix: str, flag: str) -> str:
     return f"{prefix}_{flag.lstrip('-').replace('-', '_').upper()}"
 

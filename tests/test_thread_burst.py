@@ -28,12 +28,11 @@ class ScriptedLoad:
     def others_running(self) -> int | None:
         return self.others
 
-    def close(self) -> None:
-        pass
-
 
 def burst(others_running: int | None, cores: int = 2, threads: int = 2) -> ThreadBurst:
-    return ThreadBurst(BurstPolicy(threads=threads), 1, 1, ScriptedLoad(others_running, cores))  # type: ignore[arg-type]
+    b = ThreadBurst(BurstPolicy(threads=threads), 1, 1)
+    b.monitor = ScriptedLoad(others_running, cores) if b.enabled else None  # type: ignore[assignment]
+    return b
 
 
 def test_a_burst_is_granted_only_while_no_other_thread_wants_a_cpu() -> None:
