@@ -26,6 +26,7 @@ from bench.fixtures import FIXTURE_DIR, load_utterances
 from bench.services import KINDS, ServiceSet
 from bench.stats import evaluate_targets
 from service_runtime import telemetry
+from service_runtime.config import number_between
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -64,6 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run streaming on a second llm-service with --burst-threads 2 (the idle-core burst) in the same run",
     )
+    p.add_argument(
+        "--reply-seed",
+        type=number_between(-1, 2**32 - 1, int),
+        default=1,
+        help="LLM sampling seed of every turn (temperature stays the server's): each mode and each run gets the\n"
+        "same replies to the same words, so modes and runs compare like with like (-1 = random; default %(default)s)",
+    )
     p.add_argument("--llm-max-tokens", type=int, default=64, help="max_tokens of the LLM component runs")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results.json", help="results file (default %(default)s)")
     p.add_argument("--log-dir", type=Path, default=BENCH_DIR / "out", help="service logs, table, details")
@@ -89,12 +97,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency_turns": args.concurrency_turns,
         "pace": "real-time, 20 ms chunks (components) / orchestrator run_file(pace=True)",
         "realtime_playback": args.realtime_playback,
+        "reply_seed": None if args.reply_seed < 0 else args.reply_seed,
         "fixtures": [u.name for u in utts],
     }
 
     load_before = os.getloadavg()
     phases: dict[str, float] = {}
     turns.REALTIME_PLAYBACK = args.realtime_playback
+    turns.REPLY_SEED = None if args.reply_seed < 0 else args.reply_seed
     t_start = time.perf_counter()
     if args.compare_burst and (args.use_running or addresses):
         raise SystemExit(

@@ -43,6 +43,10 @@ TURN_FIELDS = (
 # Simulated playback of the agent's reply in real time makes each turn last as long as the reply
 # (a recipe: 30-40 s) without changing dead air; off by default to keep the bench short.
 REALTIME_PLAYBACK = False
+# A fixed seed makes a run's replies repeatable at the server's temperature: every mode answers the
+# same words with the same reply, so how soon the first phrase is complete (which depends on its
+# wording) no longer differs between modes or runs. None: a random seed per reply.
+REPLY_SEED: int | None = 1
 
 
 def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> Any:
@@ -50,6 +54,7 @@ def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> 
     from orchestrator.config import ServiceAddresses
     from orchestrator.conversation import Conversation
     from service_runtime.tls import ClientTls
+    from voice.llm.v1 import llm_pb2
 
     llm = addresses[LLM_BURST] if mode == BURST else addresses["llm"]
     return Conversation(
@@ -58,6 +63,7 @@ def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> 
         session_id=session_id,
         sink=MemorySink(realtime=REALTIME_PLAYBACK),
         end_of_turn_hints=mode != NO_HINTS,
+        sampling=None if REPLY_SEED is None else llm_pb2.SamplingOptions(seed=REPLY_SEED),
     )
 
 

@@ -25,6 +25,7 @@ from orchestrator.events import ConversationEvent, EventKind
 from orchestrator.report import waterfall
 from orchestrator.web.cli import add_web_arguments, run_web
 from service_runtime import telemetry
+from service_runtime.config import number_between
 from service_runtime.health_wait import ServiceError
 
 DEMO_WAV = Path(__file__).with_name("demo_question.wav")
@@ -97,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-preemptive", action="store_true", help="do not start replies on CANDIDATE_FINAL")
         p.add_argument("--voice", default=os.environ.get("TTS_VOICE", ""), help="TTS voice (default: the server's)")
         p.add_argument("--max-tokens", type=int, default=0, help="LLM reply token limit (0 = server default)")
+        p.add_argument(
+            "--temperature",
+            type=number_between(0.0, 2.0),
+            default=None,
+            help="LLM sampling temperature (default: the server's, 0.7)",
+        )
+        p.add_argument(
+            "--seed",
+            type=number_between(0, 2**32 - 1, int),
+            default=None,
+            help="LLM sampling seed: the same words get the same reply (default: random)",
+        )
         p.add_argument("--endpoint-silence-ms", type=int, default=0, help="STT long endpoint (0 = server default)")
         p.add_argument("--candidate-silence-ms", type=int, default=0, help="STT candidate pause (0 = default)")
         p.add_argument(

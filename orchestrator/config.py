@@ -92,6 +92,7 @@ class Settings:
             "preemptive": not args.no_preemptive,
             "voice": args.voice,
             "max_tokens": args.max_tokens,
+            "sampling": sampling_options(args.temperature, args.seed),
             "endpoint_silence_ms": args.endpoint_silence_ms,
             "candidate_silence_ms": args.candidate_silence_ms,
             "min_endpoint_silence_ms": args.min_endpoint_silence_ms,
@@ -101,3 +102,15 @@ class Settings:
     def keywords(self) -> dict[str, Any]:
         """These settings as `Conversation` keyword arguments."""
         return {f.name: getattr(self, f.name) for f in fields(Settings)}
+
+
+def sampling_options(temperature: float | None, seed: int | None) -> llm_pb2.SamplingOptions | None:
+    """The LLM sampling fields the user set (None: all the server's defaults)."""
+    if temperature is None and seed is None:
+        return None
+    options = llm_pb2.SamplingOptions()
+    if temperature is not None:
+        options.temperature = temperature
+    if seed is not None:
+        options.seed = seed
+    return options

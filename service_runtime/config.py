@@ -19,15 +19,29 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
-    """A flag type: an integer >= `minimum` (a smaller one is a usage error saying what is allowed)."""
+    """A flag type: an integer >= `minimum` (a smaller one is a usage error saying what is allowed;
+    argparse shows an ArgumentTypeError's text, a ValueError only as "invalid <type> value")."""
 
     def convert(raw: str) -> int:
         value = int(raw)
         if value < minimum:
-            raise ValueError(f"{value} is below the smallest allowed value, {minimum}")
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: an integer >= {minimum}")
         return value
 
     convert.__name__ = f"integer >= {minimum}"  # argparse names the type in its message
+    return convert
+
+
+def number_between(low: float, high: float, kind: Callable[[str], Any] = float) -> Callable[[str], Any]:
+    """A flag type: a number (`kind`: float or int) from `low` to `high` inclusive."""
+
+    def convert(raw: str) -> Any:
+        value = kind(raw)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed: {convert.__name__}")
+        return value
+
+    convert.__name__ = f"{'integer' if kind is int else 'number'} from {low} to {high}"
     return convert
 
 
@@ -74,7 +88,7 @@ class EnvFlags:
     def _convert(self, env: str, raw: str, convert: Callable[[str], Any], choices: Sequence[Any] | None) -> Any:
         try:
             value = convert(raw)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
             self.parser.error(f"environment variable {env}={raw!r} is not valid: {error}")
         if choices is not None and value not in choices:
             allowed = ", ".join(str(c) for c in choices)

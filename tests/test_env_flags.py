@@ -57,4 +57,4 @@ def test_an_out_of_range_burst_variable_is_a_usage_error_naming_it(
     with pytest.raises(SystemExit):
         build_parser(LLM)
     err = capsys.readouterr().err
-    assert "LLM_BURST_THREADS='-2'" in err and "smallest allowed value, 0" in err, err
+    assert "LLM_BURST_THREADS='-2'" in err and "an integer >= 0" in err, err

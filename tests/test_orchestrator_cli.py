@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from orchestrator.audio import load_wav_pcm16, read_wav, rms, write_wav
 from orchestrator.report import waterfall
 from orchestrator.timing import TurnResult
@@ -133,3 +135,22 @@ def test_talk_without_an_audio_device_says_so_and_shows_file_mode() -> None:
     assert "Traceback" not in out
     assert "no audio input/output device found" in out
     assert "--input" in out and "--output" in out
+
+
+def test_seed_and_temperature_flags_reach_the_llm_request_and_bad_values_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from orchestrator.__main__ import build_parser
+    from orchestrator.config import Settings
+
+    parser = build_parser()
+    chosen = Settings.from_args(parser.parse_args(["talk", "--seed", "5", "--temperature", "0.2"])).sampling
+    assert chosen is not None and chosen.seed == 5 and abs(chosen.temperature - 0.2) < 1e-6
+    only_seed = Settings.from_args(parser.parse_args(["talk", "--seed", "0"])).sampling
+    assert only_seed is not None and only_seed.HasField("seed") and not only_seed.HasField("temperature")
+    assert Settings.from_args(parser.parse_args(["talk"])).sampling is None  # the server's defaults
+    for argv, allowed in ((["--seed", "-1"], "0 to 4294967295"), (["--temperature", "2.5"], "0.0 to 2.0")):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(["talk", *argv])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and argv[0] in err and allowed in err, err
