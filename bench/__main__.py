@@ -26,7 +26,7 @@ from bench.fixtures import FIXTURE_DIR, load_utterances
 from bench.services import KINDS, ServiceSet
 from bench.stats import evaluate_targets
 from service_runtime import telemetry
-from service_runtime.config import number_between
+from service_runtime.config import int_in
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--reply-seed",
-        type=number_between(-1, 2**32 - 1, int),
+        type=int_in(-1, 2**32 - 1),
         default=1,
         help="LLM sampling seed of every turn (temperature stays the server's): each mode and each run gets the\n"
         "same replies to the same words, so modes and runs compare like with like (-1 = random; default %(default)s)",

@@ -14,9 +14,9 @@ from llm_service.llama_engine import EngineConfig, LlamaCppEngine
 from llm_service.models import DEFAULT_PRESET, PRESETS, resolve_model
 from llm_service.servicer import SERVICE_NAME, LanguageModelServicer, ServiceConfig
 from llm_service.thread_burst import BurstPolicy
-from llm_service.validation import Limits
+from llm_service.validation import TEMPERATURE, Limits
 from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec
-from service_runtime.config import int_at_least
+from service_runtime.config import float_in, int_at_least
 from voice.llm.v1 import llm_pb2_grpc
 
 log = logging.getLogger("llm-service")
@@ -33,14 +33,17 @@ DEFAULT_THREADS_BATCH = 0
 # with 2+ conversations at once it raised dead air p95 (bench/RESULTS.md); `--burst-threads 2` turns it on.
 DEFAULT_BURST_THREADS = 0
 DEFAULT_BURST_TOKENS = 6
+DEFAULT_MAX_TOKENS = 200
 
 
 def add_arguments(flags: EnvFlags) -> None:
     flags.add("--backend", Backend.LLAMA_CPP.value, "inference backend", choices=[b.value for b in Backend])
     flags.add("--model", DEFAULT_PRESET, f"preset ({', '.join(PRESETS)}) or a GGUF path")
-    flags.add("--n-ctx", 32768, "context window, clamped to the model's")
-    flags.add("--threads", DEFAULT_THREADS, "CPU threads")
-    flags.add("--threads-batch", DEFAULT_THREADS_BATCH, "CPU threads for reading prompts, 0 = --threads")
+    flags.add("--n-ctx", 32768, "context window, clamped to the model's", type=int_at_least(1))
+    flags.add("--threads", DEFAULT_THREADS, "CPU threads", type=int_at_least(1))
+    flags.add(
+        "--threads-batch", DEFAULT_THREADS_BATCH, "CPU threads for reading prompts, 0 = --threads", type=int_at_least(0)
+    )
     flags.add(
         "--burst-threads",
         DEFAULT_BURST_THREADS,
@@ -50,12 +53,32 @@ def add_arguments(flags: EnvFlags) -> None:
     )
     flags.add("--burst-tokens", DEFAULT_BURST_TOKENS, "reply tokens decoded with --burst-threads", type=int_at_least(1))
     flags.add("--system-prompt", DEFAULT_SYSTEM_PROMPT, "system prompt added when a conversation has none")
-    flags.add("--max-tokens-limit", 512, "largest max_tokens a request may ask for")
-    flags.add("--default-max-tokens", 200, "max_tokens=0 means this")
-    flags.add("--temperature", 0.7, "default sampling temperature")
-    flags.add("--max-queue", 4, "Generate calls waiting for the model; beyond: RESOURCE_EXHAUSTED")
-    flags.add("--max-sessions", 32, "server-kept conversations (least recently used idle one evicted)")
-    flags.add("--session-ttl-s", 900.0, "idle seconds before a session expires")
+    flags.add("--max-tokens-limit", 512, "largest max_tokens a request may ask for", type=int_at_least(1))
+    flags.add(
+        "--default-max-tokens",
+        None,
+        f"max_tokens=0 means this (default {DEFAULT_MAX_TOKENS}, or --max-tokens-limit when that is lower)",
+        type=int_at_least(1),
+    )
+    flags.add("--temperature", 0.7, "default sampling temperature", type=float_in(*TEMPERATURE))
+    flags.add(
+        "--max-queue", 4, "Generate calls waiting for the model; beyond: RESOURCE_EXHAUSTED", type=int_at_least(0)
+    )
+    flags.add(
+        "--max-sessions", 32, "server-kept conversations (least recently used idle one evicted)", type=int_at_least(1)
+    )
+    flags.add("--session-ttl-s", 900.0, "idle seconds before a session expires", type=float_in(0, low_open=True))
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """--default-max-tokens: not above --max-tokens-limit when given; when not, the smaller of the two."""
+    if args.default_max_tokens is None:
+        args.default_max_tokens = min(DEFAULT_MAX_TOKENS, args.max_tokens_limit)
+    elif args.default_max_tokens > args.max_tokens_limit:
+        raise ValueError(
+            f"--default-max-tokens {args.default_max_tokens} is above --max-tokens-limit {args.max_tokens_limit}; "
+            f"allowed: 1 to {args.max_tokens_limit}"
+        )
 
 
 def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admission) -> Any:
@@ -108,7 +131,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admissi
     return load
 
 
-SPEC = ServiceSpec("llm", [SERVICE_NAME], add_arguments, create, __doc__ or "")
+SPEC = ServiceSpec("llm", [SERVICE_NAME], add_arguments, create, __doc__ or "", check_arguments=check_arguments)
 main = SPEC.main
 
 

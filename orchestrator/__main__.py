@@ -18,14 +18,14 @@ from pathlib import Path
 
 from orchestrator.audio import STT_SAMPLE_RATE_HZ, AudioSink, MemorySink, WavFileSink, load_wav_pcm16
 from orchestrator.clients import ServiceCallError, ServiceDownError, check_services
-from orchestrator.config import SERVICE_NAMES, ServiceAddresses, Settings
+from orchestrator.config import SERVICE_NAMES, SILENCE_MS, ServiceAddresses, Settings
 from orchestrator.conversation import Conversation
 from orchestrator.device import NoAudioDeviceError, SoundDeviceSink, check_audio_devices, microphone
 from orchestrator.events import ConversationEvent, EventKind
 from orchestrator.report import waterfall
 from orchestrator.web.cli import add_web_arguments, run_web
 from service_runtime import telemetry
-from service_runtime.config import number_between
+from service_runtime.config import float_in, int_at_least, int_in
 from service_runtime.health_wait import ServiceError
 
 DEMO_WAV = Path(__file__).with_name("demo_question.wav")
@@ -97,24 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--session-id", default=None, help="LLM conversation id (default: a new random one)")
         p.add_argument("--no-preemptive", action="store_true", help="do not start replies on CANDIDATE_FINAL")
         p.add_argument("--voice", default=os.environ.get("TTS_VOICE", ""), help="TTS voice (default: the server's)")
-        p.add_argument("--max-tokens", type=int, default=0, help="LLM reply token limit (0 = server default)")
+        p.add_argument(
+            "--max-tokens", type=int_at_least(0), default=0, help="LLM reply token limit (0 = server default)"
+        )
         p.add_argument(
             "--temperature",
-            type=number_between(0.0, 2.0),
+            type=float_in(0, 2),
             default=None,
             help="LLM sampling temperature (default: the server's, 0.7)",
         )
         p.add_argument(
             "--seed",
-            type=number_between(0, 2**32 - 1, int),
+            type=int_in(0, 2**32 - 1),
             default=None,
             help="LLM sampling seed: the same words get the same reply (default: random)",
         )
-        p.add_argument("--endpoint-silence-ms", type=int, default=0, help="STT long endpoint (0 = server default)")
-        p.add_argument("--candidate-silence-ms", type=int, default=0, help="STT candidate pause (0 = default)")
+        silence_ms = int_in(*SILENCE_MS, or_zero=True)
+        p.add_argument(
+            "--endpoint-silence-ms", type=silence_ms, default=0, help="STT long endpoint (0 = server default)"
+        )
+        p.add_argument("--candidate-silence-ms", type=silence_ms, default=0, help="STT candidate pause (0 = default)")
         p.add_argument(
             "--min-endpoint-silence-ms",
-            type=int,
+            type=silence_ms,
             default=0,
             help="STT short endpoint, complete sentences (0 = default)",
         )
@@ -137,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(demo)
     demo.add_argument("--input", type=Path, default=DEMO_WAV, metavar="WAV", help="spoken question")
     demo.add_argument("--output", type=Path, default=Path("reply.wav"), metavar="WAV", help="reply audio")
-    demo.add_argument("--timeout-s", type=float, default=600.0, help="wait this long for the services")
+    demo.add_argument(
+        "--timeout-s", type=float_in(0, low_open=True), default=600.0, help="wait this long for the services"
+    )
 
     web = sub.add_parser("web", help="serve a page to talk to the agent from a browser (docs/WEB.md)")
     common(web)

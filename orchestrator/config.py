@@ -22,6 +22,8 @@ SettingsT = TypeVar("SettingsT", bound="Settings")
 
 DEFAULT_ADDRESSES = {"stt": "127.0.0.1:50051", "llm": "127.0.0.1:50052", "tts": "127.0.0.1:50053"}
 SERVICE_NAMES = {"stt": "stt-service", "llm": "llm-service", "tts": "tts-service"}
+# RecognitionConfig's *_silence_ms (stt.proto): 0 = the server's default, else from 100 to 5000 ms.
+SILENCE_MS = (100, 5000)
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,12 @@ from grpc_reflection.v1alpha import reflection
 
 from service_runtime import telemetry
 from service_runtime.admission import Admission
-from service_runtime.config import EnvFlags
+from service_runtime.config import EnvFlags, float_in, int_in
 from service_runtime.service_table import SERVICES
 from service_runtime.tls import ServerTls, TlsConfigError, add_server_arguments
 
 MIB = 1024 * 1024
+MAX_PORT = 65535
 
 # A loader runs in a worker thread, loads and warms the model, hands the engine to the
 # servicers (via their EngineSlot) and returns what to print in the start-up log.
@@ -49,6 +50,9 @@ class ServiceSpec:
     create: Callable[[argparse.Namespace, grpc.aio.Server, Admission], ModelLoader]
     description: str = ""
     default_port: int | None = None  # None: SERVICES[kind].default_port (the launcher's table)
+    # Checks between flags once all are parsed (e.g. one limit not above another): raises
+    # ValueError with a message naming the flags, which becomes a usage error (exit status 2).
+    check_arguments: Callable[[argparse.Namespace], None] | None = None
 
     @property
     def name(self) -> str:
@@ -71,9 +75,14 @@ def build_parser(spec: ServiceSpec) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=spec.name, description=spec.description)
     flags = EnvFlags(parser, spec.env_prefix)
     flags.add("--host", "127.0.0.1", "bind address")
-    flags.add("--port", spec.port, "port, 0 = any free")
-    flags.add("--grace-s", 5.0, "seconds in-flight calls get on shutdown")
-    flags.add("--max-message-mib", 4.0, "largest request message accepted, MiB (larger: RESOURCE_EXHAUSTED)")
+    flags.add("--port", spec.port, "port, 0 = any free", type=int_in(0, MAX_PORT))
+    flags.add("--grace-s", 5.0, "seconds in-flight calls get on shutdown", type=float_in(0))
+    flags.add(
+        "--max-message-mib",
+        4.0,
+        "largest request message accepted, MiB (larger: RESOURCE_EXHAUSTED)",
+        type=float_in(0, 2047, low_open=True),  # grpc takes the byte count as a C int
+    )
     flags.add("--log-level", "INFO", "DEBUG, INFO, WARNING or ERROR")
     add_server_arguments(flags)
     flags.add(
@@ -81,9 +90,23 @@ def build_parser(spec: ServiceSpec) -> argparse.ArgumentParser:
         -1,
         "also serve grpc.health.v1 alone, in plaintext, on this port (for probes that cannot speak TLS, "
         "e.g. Kubernetes grpc probes); -1 = off, 0 = any free",
+        type=int_in(-1, MAX_PORT),
     )
     spec.add_arguments(flags)
     return parser
+
+
+def parse_arguments(spec: ServiceSpec, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The flags (environment fallbacks included), each in its range and consistent with the others;
+    a bad value exits with a usage error (status 2) before anything loads."""
+    parser = build_parser(spec)
+    args = parser.parse_args(argv)
+    if spec.check_arguments is not None:
+        try:
+            spec.check_arguments(args)
+        except ValueError as error:
+            parser.error(str(error))
+    return args
 
 
 def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -203,7 +226,7 @@ async def _load(load_model: ModelLoader, log: logging.Logger) -> Mapping[str, An
 
 
 def run_service_cli(spec: ServiceSpec, argv: Sequence[str] | None = None) -> None:
-    args = build_parser(spec).parse_args(argv)
+    args = parse_arguments(spec, argv)
     # A crash inside a native library (llama.cpp, ONNX, CTranslate2) then leaves the Python
     # stack in the log, which the launcher shows when the service dies before SERVING.
     faulthandler.enable(all_threads=False)

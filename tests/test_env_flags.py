@@ -38,23 +38,3 @@ def test_a_bad_environment_value_is_a_usage_error_naming_the_variable(
     with pytest.raises(SystemExit) as exit_info:
         build_parser(STT)
     assert exit_info.value.code == 2 and f"{name}={value!r}" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(("argv", "allowed"), [(["--burst-threads", "-1"], ">= 0"), (["--burst-tokens", "0"], ">= 1")])
-def test_an_out_of_range_burst_flag_is_a_usage_error_saying_what_is_allowed(
-    capsys: pytest.CaptureFixture[str], argv: list[str], allowed: str
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        build_parser(LLM).parse_args(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and argv[0] in err and allowed in err, err
-
-
-def test_an_out_of_range_burst_variable_is_a_usage_error_naming_it(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("LLM_BURST_THREADS", "-2")
-    with pytest.raises(SystemExit):
-        build_parser(LLM)
-    err = capsys.readouterr().err
-    assert "LLM_BURST_THREADS='-2'" in err and "an integer >= 0" in err, err

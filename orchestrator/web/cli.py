@@ -9,6 +9,7 @@ from pathlib import Path
 from orchestrator import ServiceDownError, check_services
 from orchestrator.web.adapter import ConversationOptions, TurnLog
 from orchestrator.web.server import WebOptions, run_server
+from service_runtime.config import EnvFlags, int_at_least, int_in
 
 
 def add_web_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,9 +17,9 @@ def add_web_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default=env("WEB_HOST", "127.0.0.1"), help="bind address (env WEB_HOST, default %(default)s)"
     )
-    parser.add_argument(
-        "--port", type=int, default=int(env("WEB_PORT", "8080")), help="port (env WEB_PORT, default %(default)s)"
-    )
+    # Numbers through EnvFlags: a bad WEB_PORT / WEB_MAX_SESSIONS is a usage error, not a traceback.
+    flags = EnvFlags(parser, "WEB")
+    flags.add("--port", 8080, "port, default %(default)s", type=int_in(0, 65535))
     parser.add_argument(
         "--tls-cert",
         type=Path,
@@ -28,12 +29,7 @@ def add_web_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls-key", type=Path, default=env("WEB_TLS_KEY") or None, help="PEM private key (env WEB_TLS_KEY)"
     )
-    parser.add_argument(
-        "--max-sessions",
-        type=int,
-        default=int(env("WEB_MAX_SESSIONS", "4")),
-        help="concurrent conversations (env WEB_MAX_SESSIONS, default %(default)s)",
-    )
+    flags.add("--max-sessions", 4, "concurrent conversations, default %(default)s", type=int_at_least(1))
     parser.add_argument(
         "--allow-origin",
         action="append",
