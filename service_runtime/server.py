@@ -3,6 +3,9 @@
 Start-up order: listen first with health NOT_SERVING, load (and warm up) the model in a
 worker thread, then flip health to SERVING. SIGTERM/SIGINT: health NOT_SERVING, new calls
 refused with UNAVAILABLE, in-flight calls get `--grace-s`, spans flushed, exit code 0.
+
+Tests only: with VOICE_TEST_HOLD_LOAD=1 the load waits for one line on stdin (`HOLD_LOAD_ENV`), so a
+test can watch a real service NOT_SERVING for as long as it needs, then let the model load.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import asyncio
 import faulthandler
 import logging
+import os
 import signal
 import sys
 import time
@@ -25,11 +29,14 @@ from grpc_reflection.v1alpha import reflection
 
 from service_runtime import telemetry
 from service_runtime.admission import Admission
-from service_runtime.config import EnvFlags, float_in, int_in
+from service_runtime.config import TRUE_WORDS, EnvFlags, float_in, int_in
 from service_runtime.service_table import SERVICES
 from service_runtime.tls import ServerTls, TlsConfigError, add_server_arguments
 
 MIB = 1024 * 1024
+# Tests only (see the module docstring): the model load waits for a line on stdin. With stdin at
+# its end (ServiceProcess gives a service /dev/null unless asked for a pipe) it goes ahead at once.
+HOLD_LOAD_ENV = "VOICE_TEST_HOLD_LOAD"
 MAX_PORT = 65535
 
 # A loader runs in a worker thread, loads and warms the model, hands the engine to the
@@ -215,6 +222,9 @@ async def _start_health_server(
 
 
 async def _load(load_model: ModelLoader, log: logging.Logger) -> Mapping[str, Any] | None:
+    if os.environ.get(HOLD_LOAD_ENV, "").strip().lower() in TRUE_WORDS:
+        log.info("%s is set (tests only): the model loads when a line arrives on stdin", HOLD_LOAD_ENV)
+        await asyncio.to_thread(sys.stdin.readline)
     started = time.perf_counter()
     try:
         info = await asyncio.to_thread(load_model)

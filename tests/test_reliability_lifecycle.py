@@ -1,7 +1,8 @@
 """Start-up and shutdown of each real service (tests/test_runtime.py covers the runtime with a fake
-engine): NOT_SERVING while the model loads, SERVING only once the model answers at full speed,
-and SIGTERM during a stream: NOT_SERVING, in-flight work finishes within the grace period, new
-calls get UNAVAILABLE, exit code 0. One fresh server per service (it is stopped by the test)."""
+engine): NOT_SERVING while the model loads (the load is held until the test has seen that),
+SERVING only once the model answers at full speed, and SIGTERM during a stream: NOT_SERVING,
+in-flight work finishes within the grace period, new calls get UNAVAILABLE, exit code 0. One
+fresh server per service (it is stopped by the test)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service_runtime.launcher import ServiceProcess
+from service_runtime.server import HOLD_LOAD_ENV
 from tests.helpers import FIXTURES, STT16K, pcm, wait_until
 from tests.stack import SMOLLM
 from tests.wer import wer
@@ -91,20 +93,31 @@ class InFlight:
             assert sum(r.sentence_end for r in responses) == 3
 
 
+def release_the_load(proc: ServiceProcess) -> None:
+    assert proc.process.stdin is not None
+    proc.process.stdin.write("load\n")
+    proc.process.stdin.flush()
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", ["stt", "llm", "tts"])
 def test_health_follows_the_model_and_sigterm_drains_in_flight_work(kind: str) -> None:
-    proc = ServiceProcess(kind, args=[*ARGS[kind], "--grace-s", str(GRACE_S)])
+    # The model load is held until the test has seen the service loading (VOICE_TEST_HOLD_LOAD: the
+    # runtime waits for a line on stdin), so that state is observed however fast the model loads.
+    proc = ServiceProcess(
+        kind, args=[*ARGS[kind], "--grace-s", str(GRACE_S)], env={HOLD_LOAD_ENV: "1"}, stdin_pipe=True
+    )
     try:
-        proc.wait_listening(60)
+        proc.wait_for_log(lambda log: f"{HOLD_LOAD_ENV} is set" in log, timeout_s=60)
         with grpc.insecure_channel(proc.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE[kind]), timeout=120)
-            assert next(watch).status == NOT_SERVING  # the model takes seconds to load
+            assert next(watch).status == NOT_SERVING
             call = first_call(kind, channel)
             with pytest.raises(grpc.RpcError) as early:
                 call()
             assert early.value.code() == grpc.StatusCode.UNAVAILABLE and "loading" in (early.value.details() or "")
+            release_the_load(proc)
             assert next(watch).status == SERVING
             # SERVING means warmed up: the model ran once (the start-up check) before SERVING.
             wait_until(lambda: "SERVING on" in proc.log, 30, "the SERVING log line")  # logged just after

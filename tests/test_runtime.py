@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from service_runtime import telemetry
 from service_runtime.launcher import ServiceProcess
+from service_runtime.server import HOLD_LOAD_ENV
 from tests.otlp_collector import OtlpCollector
 from voice.tts.v1 import tts_pb2, tts_pb2_grpc
 
@@ -69,6 +70,21 @@ def test_health_is_not_serving_while_loading_then_serving_and_watch_reports_it()
             reply = tts_pb2_grpc.TextToSpeechStub(channel).ListVoices(tts_pb2.ListVoicesRequest(), timeout=5)
             assert [v.name for v in reply.voices] == ["fake-voice"]
         assert "SERVING on 127.0.0.1:" in proc.log and "backend=fake" in proc.log and "load_s=" in proc.log
+    finally:
+        assert proc.terminate() == 0
+
+
+def test_the_test_only_load_hold_keeps_a_service_not_serving_until_a_line_arrives() -> None:
+    # --on-load serve: the fake loads at once; only the runtime's hold (VOICE_TEST_HOLD_LOAD) keeps it loading.
+    proc = start_fake("--on-load", "serve", env={HOLD_LOAD_ENV: "1"})
+    try:
+        proc.wait_for_log(lambda log: f"{HOLD_LOAD_ENV} is set" in log, timeout_s=30)
+        with grpc.insecure_channel(proc.address) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
+            assert next(watch).status == NOT_SERVING
+            finish_loading(proc)
+            assert next(watch).status == SERVING
+            watch.cancel()
     finally:
         assert proc.terminate() == 0
 
