@@ -128,6 +128,7 @@ def render(results: Mapping[str, Any], format_table: Any) -> list[str]:
             out.append(
                 f"LLM idle-core burst (whole run, {name}): {llm_stats.get('burst_granted_total', 0)} model calls "
                 f"on 2 threads, {llm_stats.get('burst_refused_busy_total', 0)} refused (machine busy), "
+                f"{llm_stats.get('burst_refused_shared_total', 0)} refused (another conversation), "
                 f"{llm_stats.get('burst_stalls_total', 0)} ended by a stalled token"
             )
     by_len = results.get("ratio_sync_over_streaming_by_reply") or {}

@@ -222,7 +222,7 @@ class LlamaCppEngine:
             return GenerationResult(finish, len(tokens), cached, 0, "", None, time.perf_counter())
         if should_stop():
             return GenerationResult(FinishReason.CANCELLED, len(tokens), 0, 0, "", None, time.perf_counter())
-        bursting = self.burst.may_burst()  # the prompt's tail and the first phrase on the idle core too
+        bursting = self.burst.may_burst(cache_key)  # the prompt's tail and the first phrase on the idle core too
         if bursting:
             self._use_threads(True)
         stream = self._llm.generate(
@@ -305,7 +305,7 @@ class LlamaCppEngine:
         common = common_prefix(self.kv.live_tokens(), tokens)
         keep = min(common, len(tokens) - 1)
         self._llm.n_tokens = keep
-        bursting = self.burst.may_burst()
+        bursting = self.burst.may_burst(cache_key)
         if bursting:
             self._use_threads(True)
         try:

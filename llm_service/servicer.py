@@ -348,4 +348,5 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             burst_granted_total=burst.granted if burst else 0,
             burst_refused_busy_total=burst.refused_busy if burst else 0,
             burst_stalls_total=burst.stalls if burst else 0,
+            burst_refused_shared_total=burst.refused_shared if burst else 0,
         )

@@ -8,13 +8,20 @@ rendering, a Whisper decode, another program) fall to ~1 tok/s. Hence a burst is
   * granted only when no other thread wants a CPU at that instant (`RunQueue`),
   * short: the unread end of the prompt and the first `tokens` of the reply (the first phrase,
     which is what the user waits for), then back to the base thread count,
-  * given up at once when a step takes several times its expected time (the other core got busy).
+  * given up at once when a step takes several times its expected time (the other core got busy),
+  * only for a conversation that has the service to itself: with 2+ conversations at once,
+    another one's STT starts decoding in the middle of a burst often enough that dead air p95
+    rose from 2.1 to 4.1 s (2 conversations) and 3.6 to 6.0 s (4) (bench/RESULTS.md). Another
+    conversation's model call within `shared_window_s` (a speaking user's words are prefilled
+    every ~0.7 s) refuses the burst.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger("llm-service")
@@ -58,17 +65,27 @@ class BurstPolicy:
     threads: int = 0  # 0: no burst
     tokens: int = 6  # generated tokens decoded with the burst threads
     stall_factor: float = 3.0  # a step this many times slower than the typical one ends the burst
+    shared_window_s: float = 30.0  # another conversation's call this recent: the service is shared
 
 
 class ThreadBurst:
     """Decides, per model call, how many threads llama.cpp uses. Worker thread only (not thread-safe)."""
 
-    def __init__(self, policy: BurstPolicy, base_threads: int, base_batch: int) -> None:
+    def __init__(
+        self,
+        policy: BurstPolicy,
+        base_threads: int,
+        base_batch: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.policy = policy
         self.base = (base_threads, base_batch)
         self.monitor = RunQueue() if self.enabled else None
         self.granted = 0  # calls that ran with the burst (for the log / tests)
         self.refused_busy = 0
+        self.refused_shared = 0
+        self._clock = clock
+        self._last_call: dict[str | None, float] = {}  # conversation (cache key) -> its latest model call
         self.stalls = 0
         self._typical_step_s = 0.0  # running median-ish of burst token steps
 
@@ -76,9 +93,12 @@ class ThreadBurst:
     def enabled(self) -> bool:
         return self.policy.threads > max(self.base)
 
-    def may_burst(self) -> bool:
-        """Ask just before the latency-critical part of a call."""
+    def may_burst(self, conversation: str | None = None) -> bool:
+        """Ask just before the latency-critical part of a model call for `conversation` (its cache key)."""
         if self.monitor is None or not self.monitor.available:  # None: not enabled
+            return False
+        if self._shared_with_others(conversation):
+            self.refused_shared += 1
             return False
         if self.monitor.cores < self.policy.threads:
             return False
@@ -89,6 +109,14 @@ class ThreadBurst:
             return False
         self.granted += 1
         return True
+
+    def _shared_with_others(self, conversation: str | None) -> bool:
+        """Note this call; True when another conversation called within the window."""
+        now = self._clock()
+        horizon = now - self.policy.shared_window_s
+        others = {key: at for key, at in self._last_call.items() if key != conversation and at >= horizon}
+        self._last_call = {**others, conversation: now}  # older entries dropped: nothing accumulates
+        return bool(others)
 
     def step_stalled(self, step_s: float) -> bool:
         """A burst token took `step_s`: True when that is a stall (then the caller ends the burst)."""

@@ -43,6 +43,23 @@ def test_a_burst_is_granted_only_while_no_other_thread_wants_a_cpu() -> None:
     assert not burst(None).may_burst(), "unknown load must not be taken for idle"
 
 
+def test_a_conversation_gets_the_burst_only_while_it_has_the_service_to_itself() -> None:
+    """Two users at once: a burst for one is refused while the other spoke in the last 30 s (their
+    STT would start decoding in the middle of it); alone again after the window, the burst is back."""
+    now = [100.0]
+    b = ThreadBurst(BurstPolicy(threads=2), 1, 1, clock=lambda: now[0])
+    b.monitor = ScriptedLoad(0)  # type: ignore[assignment]
+    assert b.may_burst("anna") and b.may_burst("anna"), "one conversation, any number of calls"
+    now[0] += 5.0
+    assert not b.may_burst("ben"), "anna called 5 s ago"
+    now[0] += 1.0
+    assert not b.may_burst("anna"), "ben called 1 s ago"
+    assert b.refused_shared == 2 and b.granted == 2
+    now[0] += b.policy.shared_window_s + 0.1
+    assert b.may_burst("ben"), "anna has been quiet for longer than the window"
+    assert set(b._last_call) == {"ben"}, "conversations older than the window are forgotten (nothing accumulates)"
+
+
 def test_no_burst_without_a_spare_core_or_when_it_would_not_add_threads() -> None:
     assert not burst(0, cores=1).may_burst()
     assert not burst(0, threads=1).may_burst()

@@ -175,7 +175,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("live_sessions", "max_sessions", "active_generations", "queued_generations", "max_queued", "generations_total", "kv_cache_hits_total", "kv_cache_misses_total", "burst_granted_total", "burst_refused_busy_total", "burst_stalls_total")
+    __slots__ = ("live_sessions", "max_sessions", "active_generations", "queued_generations", "max_queued", "generations_total", "kv_cache_hits_total", "kv_cache_misses_total", "burst_granted_total", "burst_refused_busy_total", "burst_stalls_total", "burst_refused_shared_total")
     LIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_GENERATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +187,7 @@ class GetStatsResponse(_message.Message):
     BURST_GRANTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     BURST_REFUSED_BUSY_TOTAL_FIELD_NUMBER: _ClassVar[int]
     BURST_STALLS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BURST_REFUSED_SHARED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     live_sessions: int
     max_sessions: int
     active_generations: int
@@ -198,4 +199,5 @@ class GetStatsResponse(_message.Message):
     burst_granted_total: int
     burst_refused_busy_total: int
     burst_stalls_total: int
-    def __init__(self, live_sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., active_generations: _Optional[int] = ..., queued_generations: _Optional[int] = ..., max_queued: _Optional[int] = ..., generations_total: _Optional[int] = ..., kv_cache_hits_total: _Optional[int] = ..., kv_cache_misses_total: _Optional[int] = ..., burst_granted_total: _Optional[int] = ..., burst_refused_busy_total: _Optional[int] = ..., burst_stalls_total: _Optional[int] = ...) -> None: ...
+    burst_refused_shared_total: int
+    def __init__(self, live_sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., active_generations: _Optional[int] = ..., queued_generations: _Optional[int] = ..., max_queued: _Optional[int] = ..., generations_total: _Optional[int] = ..., kv_cache_hits_total: _Optional[int] = ..., kv_cache_misses_total: _Optional[int] = ..., burst_granted_total: _Optional[int] = ..., burst_refused_busy_total: _Optional[int] = ..., burst_stalls_total: _Optional[int] = ..., burst_refused_shared_total: _Optional[int] = ...) -> None: ...
