@@ -299,11 +299,46 @@ def test_first_phrase_is_cut_after_a_few_words_not_on_a_clinging_word() -> None:
     # Never leave one or two words alone: short sentences stay whole.
     assert cut("The weather is nice today. I agree.") == ["The weather is nice today.", "I agree."]
     assert cut("The capital of France is Paris.") == ["The capital of France is Paris."]
-    assert cut("Sure! Here is a simple recipe for pancakes.") == ["Sure!", "Here is a simple recipe for pancakes."]
     # Only the first segment is shortened; later ones stay sentence-sized.
-    assert cut("Yes. The moon is about three hundred thousand kilometers away.")[1:] == [
+    assert cut("It is sunny. Then we could go for a long walk in the park.")[1:] == [
+        "Then we could go for a long walk in the park."
+    ]
+    # A number is never cut in two.
+    assert cut("The moon is about three hundred thousand kilometers away.") == [
         "The moon is about three hundred thousand kilometers away."
     ]
+    assert cut("The answer is one hundred and forty four, of course.")[0] == "The answer is one hundred and forty four,"
+    assert cut("I counted one hundred and then I stopped.") == ["I counted one hundred", "and then I stopped."]
+
+
+def test_an_opening_interjection_is_spoken_at_once_and_the_first_phrase_follows() -> None:
+    """ "Sure," is audible ~3 tokens into the reply instead of after a 4-word phrase, and the words
+    after it still come as a short phrase (no sentence-long wait after "Sure,")."""
+
+    def cut(text: str) -> list[str]:
+        return [s.text for s in split_sentences(text, first_phrase_words=4)]
+
+    assert cut("Sure, here is a simple recipe for pancakes.") == ["Sure,", "here is a simple", "recipe for pancakes."]
+    assert cut("Of course! I can set a timer for ten minutes.") == [
+        "Of course!",
+        "I can set a timer",
+        "for ten minutes.",
+    ]
+    assert cut("Yes. It is sunny in Paris today. Enjoy it!") == ["Yes.", "It is sunny in Paris today.", "Enjoy it!"]
+    assert cut("Surely you know the capital city of France.") == ["Surely you know the capital", "city of France."]
+    assert cut("Well, well, well, what do we have here?") == ["Well,", "well,", "well, what do we have here?"]
+    # Without the first-phrase setting nothing changes: a comma after 5 characters is no boundary.
+    assert [s.text for s in split_sentences("Sure, here is a simple recipe for pancakes.")] == [
+        "Sure, here is a simple recipe for pancakes."
+    ]
+    # The opener is decided on the text alone, however the tokens were cut.
+    seg = SentenceSegmenter(first_phrase_words=4)
+    got = [
+        s.text
+        for piece in ("Su", "re", ",", " here", " is a", " simple", " recipe for pancakes.")
+        for s in seg.push(piece)
+    ]
+    assert got + [s.text for s in seg.finish()] == cut("Sure, here is a simple recipe for pancakes.")
 
 
 @given(st.text(alphabet="ab .!?,\n\"')3A", max_size=120), st.lists(st.integers(1, 8), min_size=1, max_size=40))

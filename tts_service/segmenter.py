@@ -15,6 +15,11 @@ more words of the sentence follow (decided once they are complete): a short firs
 synthesized while the rest of a longer sentence is still being generated. Later
 segments end at sentences (or a clause mark past `long_clause_chars`); any segment is cut at a
 space after `max_chars` characters.
+
+A reply that opens with an interjection ("Sure,", "Okay!", "Yes.", "Of course,") speaks it as its
+own segment at once, as a person does (with `first_phrase_words`: the comma after it ends the
+segment too), and the first-phrase rule then applies to the segment after it: the opener is
+audible ~3 tokens into the reply, and the words after it follow as a short phrase, not a sentence.
 """
 
 from __future__ import annotations
@@ -82,6 +87,44 @@ CLINGING_WORDS = frozenset(
 )
 
 
+# Interjections a reply may open with, spoken as their own segment (lower case, no punctuation).
+OPENERS = frozenset(
+    (
+        *"sure okay ok yes yeah yep no nope well right alright hmm oh ah great sorry certainly".split(),
+        *"absolutely definitely indeed hi hello hey thanks".split(),
+        *("of course", "thank you", "all right", "got it", "sounds good", "no problem"),
+        *("good question", "great question"),
+    )
+)
+MAX_OPENERS = 2  # "Well, well, well, ..." : the third is an ordinary first phrase
+
+# Spoken numbers: the first phrase never ends between two of them ("three | hundred").
+NUMBER_WORDS = frozenset(
+    """
+    zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+    sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety
+    hundred thousand million billion trillion point
+    """.split()
+)
+
+
+def _is_number(word: str) -> bool:
+    bare = word.strip("\"'“”‘’()").lower()
+    return bare in NUMBER_WORDS or bare.replace(",", "").replace(".", "").isdigit()
+
+
+def _number_follows(words: list[str]) -> bool:
+    """The next words go on with a number: "hundred ...", or "and forty ..."."""
+    if words[:1] == ["and"]:
+        return len(words) > 1 and _is_number(words[1])
+    return bool(words) and _is_number(words[0])
+
+
+def is_opener(text: str) -> bool:
+    """An interjection such as "Sure," or "Of course!" (its punctuation ignored)."""
+    return text.strip().rstrip(TERMINATORS + CLOSERS + CLAUSE_MARKS).strip().lower() in OPENERS
+
+
 class SentenceSegmenter:
     def __init__(
         self,
@@ -98,6 +141,7 @@ class SentenceSegmenter:
         self._base = 0  # offset of _buf[0] in all text received
         self._scan = 0  # _buf[:_scan] holds no boundary
         self._index = 0
+        self._openers = 0  # segments so far that were all openers ("Sure,"): the first phrase is still ahead
         self.total_chars = 0
 
     def push(self, fragment: str) -> list[Segment]:
@@ -126,6 +170,8 @@ class SentenceSegmenter:
             text = self._buf[:end].rstrip()
             if text:
                 out.append(Segment(text, self._base, self._base + len(text), self._index))
+                if self.first_phrase_words and self._phrase_ahead and self._openers < MAX_OPENERS and is_opener(text):
+                    self._openers += 1
                 self._index += 1
             self._buf = self._buf[next_start:]
             self._base += next_start
@@ -139,7 +185,8 @@ class SentenceSegmenter:
     def _find_boundary(self, final: bool) -> tuple[int, int] | None:
         """(end of segment, start of the rest) of the first boundary, None if none decided yet."""
         buf, n = self._buf, len(self._buf)
-        clause_limit = self.first_clause_chars if self._index == 0 else self.long_clause_chars
+        phrase_ahead = self._phrase_ahead
+        clause_limit = self.first_clause_chars if phrase_ahead else self.long_clause_chars
         i = self._scan
         while i < n:
             c = buf[i]
@@ -159,7 +206,10 @@ class SentenceSegmenter:
                     return j, decided
                 i = j
                 continue
-            if c in CLAUSE_MARKS and i >= clause_limit:
+            if c in CLAUSE_MARKS and (
+                i >= clause_limit
+                or (phrase_ahead and self.first_phrase_words and self._openers < MAX_OPENERS and is_opener(buf[:i]))
+            ):
                 k = self._next_nonspace(i + 1)
                 if k == i + 1 and i + 1 < n:  # no space after: "1,000", "3:30"
                     i += 1
@@ -170,7 +220,7 @@ class SentenceSegmenter:
                     self._scan = i
                     return None
                 return i + 1, k
-            if self._index == 0 and self.first_phrase_words and c.isspace() and i and buf[i - 1].isalnum():
+            if phrase_ahead and self.first_phrase_words and c.isspace() and i and buf[i - 1].isalnum():
                 decided = self._phrase_ends_at(i, final)
                 if decided is None:
                     self._scan = i
@@ -184,6 +234,11 @@ class SentenceSegmenter:
         self._scan = n
         return None
 
+    @property
+    def _phrase_ahead(self) -> bool:
+        """No segment yet, or only openers: the next one may be a short first phrase."""
+        return self._index == self._openers
+
     def _phrase_ends_at(self, i: int, final: bool) -> bool | None:
         """The first phrase may end at the space `i`: enough words before it, the last one not clinging,
         and at least two more words of the same sentence after it (so "today." is never left alone);
@@ -196,6 +251,8 @@ class SentenceSegmenter:
         complete = following if rest[-1:].isspace() else following[:-1]
         if any(w[-1] in TERMINATORS + CLOSERS + CLAUSE_MARKS or "\n" in w for w in complete[:2]):
             return False
+        if _is_number(words[-1]) and _number_follows(complete):
+            return False  # "three | hundred thousand", "one hundred | and four" would be read as two numbers
         if len(complete) < 2:
             return False if final else None
         return True
