@@ -7,11 +7,12 @@ Nobody on the team can listen, so each reply is rendered by Piper two ways and m
 Measured: tiny.en's word errors on A and B against the reply as the TTS speaks it (numbers as
 words), on the first sentence (the only place A and B differ) and on the whole reply; B2 = B's
 first sentence rendered once more (Piper samples noise, so B vs B2 is the floor of chance
-differences). At the cut: the silence A leaves (trailing silence of segment 1 + leading silence
-of segment 2, frames below -35 dB of the loudest) vs the longest silence in B within ±150 ms of
-the same point (placed by A's share of speech time), and the pitch movement over the last 200 ms
-before it (autocorrelation F0, semitones against the phrase's median; negative = falls); and
-whether tiny.en wrote punctuation at the cut (a boundary it heard). Measurements: speech_measure.py.
+differences). At each cut A makes in the first sentence (after an opener such as "Sure,", a
+first phrase, or a first clause): the silence A leaves (trailing silence of the segment + leading
+silence of the next, frames below -35 dB of the loudest) vs the longest silence in B within
+±150 ms of the same point (placed by A's share of speech time), the pitch movement over the last
+200 ms before it (autocorrelation F0, semitones against the segment's median; negative = falls),
+and whether tiny.en wrote punctuation there (a boundary it heard). Measurements: speech_measure.py.
 It does not replace a listening check: it cannot judge naturalness or intonation by ear.
 
 python -m bench.first_phrase_check     # agent replies of bench/results.json + hand-written ones
@@ -42,7 +43,7 @@ from bench.speech_measure import (
 from bench.stats import edit_distance, normalize_words, summarize
 from stt_service.engine import SAMPLE_RATE, SpeechEngine
 from tts_service.engine import LoadedVoice
-from tts_service.segmenter import Segment, split_sentences
+from tts_service.segmenter import Segment, is_opener, split_sentences
 from tts_service.servicer import Limits
 from tts_service.text_cleaning import clean_text
 
@@ -109,7 +110,7 @@ def check_reply(voice: LoadedVoice, engine: SpeechEngine, text: str, limits: Lim
                 "heard_b": heard_b,
             }
     row: dict[str, Any] = {"reply": text, "first_segment": a_segs[0].text, "first_sentence": first, "whole": errs}
-    row["opener"] = bool(text.split()[0][-1:] in ",!.") if text.split() else False
+    row["opener"] = is_opener(a_segs[0].text)
     loud_a = max(float(frame_levels(x, rate).max(initial=0)) for x in a)
     loud_b = max(float(frame_levels(x, rate).max(initial=0)) for x in b)
     mb = silent(frame_levels(b[0], rate), loud_b)
@@ -118,28 +119,48 @@ def check_reply(voice: LoadedVoice, engine: SpeechEngine, text: str, limits: Lim
         row["sentence_pause_ms"] = round(
             (edge_silence_s(mb)[1] + edge_silence_s(silent(frame_levels(b[1], rate), loud_b))[0]) * 1000
         )
-    row["cut"] = len(groups[0]) > 1
-    if not row["cut"]:
-        return row
-    row["cut_words"] = len(a_segs[0].text.split())
-    row["cut_kind"] = "clause" if a_segs[0].text[-1] in ",;:" else "phrase"
-    masks = [silent(frame_levels(x, rate), loud_a) for x in groups[0]]
-    edges = [edge_silence_s(m) for m in masks]
-    speech = [len(m) * FRAME_S - lead - trail for m, (lead, trail) in zip(masks, edges, strict=True)]
-    row["pause_a_ms"] = round((edges[0][1] + edges[1][0]) * 1000)
-    lead_b, trail_b = edge_silence_s(mb)
-    t_b = lead_b + speech[0] / sum(speech) * (len(mb) * FRAME_S - lead_b - trail_b)
-    row["pause_b_ms"] = round(pause_near(inner_pauses(mb), t_b) * 1000)
-    row["fall_a_st"] = pitch_fall_st(groups[0][0], rate, edges[0][0], edges[0][0] + speech[0])
-    row["fall_b_st"] = pitch_fall_st(b[0], rate, lead_b, t_b)
-    k = len(normalize_words(clean_text(a_segs[0].text)))
-    for x in ("a", "b"):
-        row[f"mark_{x}"] = mark_after(first[f"heard_{x}"], clean_text(first["text"]), k)
+    row["cuts"] = cuts_of(a_segs[: len(groups[0])], groups[0], b[0], mb, loud_a, first, rate)
     return row
 
 
+def cuts_of(
+    segs: list[Segment],
+    audio: list[np.ndarray],
+    b0: np.ndarray,
+    mb: np.ndarray,
+    loud_a: float,
+    first: dict[str, Any],
+    rate: int,
+) -> list[dict[str, Any]]:
+    """Each boundary A puts inside the first sentence: the silence and pitch fall there in A and in B."""
+    masks = [silent(frame_levels(x, rate), loud_a) for x in audio]
+    edges = [edge_silence_s(m) for m in masks]
+    speech = [len(m) * FRAME_S - lead - trail for m, (lead, trail) in zip(masks, edges, strict=True)]
+    lead_b, trail_b = edge_silence_s(mb)
+    cuts = []
+    for k, seg in enumerate(segs[:-1]):
+        t_b = lead_b + sum(speech[: k + 1]) / sum(speech) * (len(mb) * FRAME_S - lead_b - trail_b)
+        said = " ".join(s.text for s in segs[: k + 1])
+        words = len(normalize_words(clean_text(said)))
+        kind = "opener" if is_opener(seg.text) else "clause" if seg.text[-1] in ",;:" else "phrase"
+        cuts.append(
+            {
+                "after": seg.text,
+                "words": words,
+                "kind": kind,
+                "pause_a_ms": round((edges[k][1] + edges[k + 1][0]) * 1000),
+                "pause_b_ms": round(pause_near(inner_pauses(mb), t_b) * 1000),
+                "fall_a_st": pitch_fall_st(audio[k], rate, edges[k][0], edges[k][0] + speech[k]),
+                "fall_b_st": pitch_fall_st(b0, rate, lead_b, t_b),
+            }
+            | {f"mark_{x}": mark_after(first[f"heard_{x}"], clean_text(first["text"]), words) for x in "ab"}
+        )
+    return cuts
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    cut = [r for r in rows if r["cut"]]
+    cut = [r for r in rows if r["cuts"]]
+    cuts = [c for r in rows for c in r["cuts"]]
 
     def wer(rs: list[dict[str, Any]], part: str, key: str) -> float | None:
         words = sum(r[part]["words"] for r in rs)
@@ -147,41 +168,42 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "replies": len(rows),
-        "cut": len(cut),
-        "cut_after_words": summarize(r["cut_words"] for r in cut),
-        "openers": sum(r["opener"] for r in rows),
+        "replies_cut": len(cut),
+        "cuts": len(cuts),
         "openers_first_segment": [r["first_segment"] for r in rows if r["opener"]],
         "wer_first_sentence_cut": {k: wer(cut, "first_sentence", f"errors_{k}") for k in ("a", "b", "b2")},
+        "words_first_sentence_cut": sum(r["first_sentence"]["words"] for r in cut),
         "wer_whole": {k: wer(rows, "whole", k) for k in ("a", "b")},
+        "words_whole": sum(r["whole"]["words"] for r in rows),
         "b_inner_pause_ms": summarize(p for r in rows for p in r["b_inner_pauses_ms"]),
         "b_comma_pause_ms": summarize(
             max(r["b_inner_pauses_ms"], default=0) for r in rows if "," in r["first_sentence"]["text"]
         ),
         "sentence_pause_ms": summarize(r["sentence_pause_ms"] for r in rows if "sentence_pause_ms" in r),
     }
-    for kind in ("phrase", "clause"):
-        rs = [r for r in cut if r["cut_kind"] == kind]
-        out[kind] = {"n": len(rs)} | {
-            k: summarize(r[k] for r in rs) for k in ("pause_a_ms", "pause_b_ms", "fall_a_st", "fall_b_st")
-        }
+    for kind in ("opener", "phrase", "clause"):
+        cs = [c for c in cuts if c["kind"] == kind]
+        keys = ("words", "pause_a_ms", "pause_b_ms", "fall_a_st", "fall_b_st")
+        out[kind] = {"n": len(cs)} | {k: summarize(c[k] for c in cs) for k in keys}
         for x in ("a", "b"):
-            marks = [r[f"mark_{x}"] for r in rs if r[f"mark_{x}"] is not None]
+            marks = [c[f"mark_{x}"] for c in cs if c[f"mark_{x}"] is not None]
             out[kind][f"heard_mark_{x}"] = f"{sum(marks)} of {len(marks)}"
     return out
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """One line per reply: where A cut, the silence and pitch fall there in A and B, marks heard, errors."""
-    head = f"{'first segment (A)':<40} {'cut':>5} {'pauseA':>6} {'pauseB':>6} {'fallA':>6} {'fallB':>6} mark"
+    """One line per cut (or per reply without one): silence and pitch fall in A and B there, marks heard."""
+    head = f"{'segment before the cut (A)':<38} {'cut':>5} {'pauseA':>6} {'pauseB':>6} {'fallA':>6} {'fallB':>6} mark"
     lines = [head + "  errors 1st sentence A/B/B2"]
     for r in rows:
         f = r["first_sentence"]
-        cut = f"{r['cut_words']}w {r['cut_kind'][0]}" if r["cut"] else "-"
-        cells = [r.get(k) for k in ("pause_a_ms", "pause_b_ms", "fall_a_st", "fall_b_st")]
-        shown = " ".join(f"{'' if c is None else c:>6}" for c in cells)
-        marks = "".join({True: ",", False: "_", None: "?"}[r[f"mark_{x}"]] for x in "ab") if r["cut"] else ""
         errs = f"{f['errors_a']}/{f['errors_b']}/{f['errors_b2']} of {f['words']}"
-        lines.append(f"{r['first_segment'][:40]:<40} {cut:>5} {shown} {marks:>4}  {errs}")
+        for i, c in enumerate(r["cuts"] or [{"after": r["first_segment"]}]):
+            cut = f"{c['words']}w {c['kind'][0]}" if "kind" in c else "-"
+            cells = [c.get(k) for k in ("pause_a_ms", "pause_b_ms", "fall_a_st", "fall_b_st")]
+            shown = " ".join(f"{'' if v is None else v:>6}" for v in cells)
+            marks = "".join({True: ",", False: "_", None: "?"}[c[f"mark_{x}"]] for x in "ab") if "kind" in c else ""
+            lines.append(f"{c['after'][:38]:<38} {cut:>5} {shown} {marks:>4}  {errs if i == 0 else ''}")
     return "\n".join(lines)
 
 
@@ -192,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m bench.first_phrase_check", description=__doc__)
     p.add_argument("--results", type=Path, default=BENCH_DIR / "results.json", help="bench run to take replies from")
-    p.add_argument("--out", type=Path, default=BENCH_DIR / "first_phrase_check.json")
+    p.add_argument("--out", type=Path, default=BENCH_DIR / "first_phrase_check.json", help="JSON written here")
     args = p.parse_args(argv)
     limits = Limits()
     texts = agent_replies(args.results) + HAND_WRITTEN
