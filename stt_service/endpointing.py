@@ -222,7 +222,10 @@ class UtteranceTracker:
             return actions
         utt.speaking = False
         silence = pos - utt.end
-        if utt.candidate is None and silence >= cfg.candidate_ms * self._ms:
+        # To the nearest 32 ms frame: silence grows a frame at a time, so ">= candidate_ms" alone
+        # would start a 100 ms candidate at 128 ms. Speculative only (a FINAL still needs its full
+        # endpoint), so starting it 32 ms sooner costs at most a retracted candidate.
+        if utt.candidate is None and silence + FRAME // 2 >= cfg.candidate_ms * self._ms:
             utt.candidate = _Candidate(self._next_candidate_id, utt.end)
             self._next_candidate_id += 1
             window_end = min(pos, utt.end + cfg.post_pad_ms * self._ms)
