@@ -68,7 +68,7 @@ def agent_replies(results: Path) -> list[str]:
 
 def render(voice: LoadedVoice, segments: list[Segment]) -> list[np.ndarray]:
     """Each segment synthesized alone, as the TTS service does (text cleaning included)."""
-    return [np.frombuffer(voice.synthesize_blocking(s.text).pcm, dtype="<i2") for s in segments]
+    return [np.frombuffer(voice.synthesize_blocking(s.text, continues=s.continues).pcm, dtype="<i2") for s in segments]
 
 
 def word_errors(engine: SpeechEngine, audio: np.ndarray, rate: int, reference: str) -> tuple[int, int, str]:

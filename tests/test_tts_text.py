@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -352,3 +353,54 @@ def test_first_phrase_fragmentation_invariance(text: str, sizes: list[int]) -> N
         i += 1
     got += seg.finish()
     assert got == split_sentences(text, first_phrase_words=2)
+
+
+def test_a_segment_cut_mid_sentence_is_marked_as_continuing() -> None:
+    segments = split_sentences("Sure, I think we should go for a walk in the park. Yes.", first_phrase_words=4)
+    assert [(s.text, s.continues) for s in segments] == [
+        ("Sure,", False),  # has its own mark
+        ("I think we should go", True),  # the sentence goes on
+        ("for a walk in the park.", False),
+        ("Yes.", False),
+    ]
+
+
+class RecordingVoice:
+    """A fake VoiceModel: 200 ms of tone then 400 ms of silence for any text, and the texts it got."""
+
+    def __init__(self) -> None:
+        from tts_service.engine import Backend, VoiceInfo
+
+        self.info = VoiceInfo("fake", "en_US", 16000, Backend.PIPER, "")
+        self.texts: list[str] = []
+
+    def synthesize(self, text: str) -> np.ndarray:
+        self.texts.append(text)
+        tone = (8000 * np.sin(np.arange(3200) / 5)).astype(np.int16)
+        return np.concatenate([tone, np.zeros(6400, dtype=np.int16)])
+
+
+def test_a_continuing_segment_keeps_only_a_breath_of_its_trailing_silence() -> None:
+    """The first phrase "I think we should go" is followed at once by the rest of its sentence: it
+    keeps 60 ms of the silence the voice puts after it, not a sentence-end pause; the text the voice
+    reads and any other segment are unchanged."""
+    from tts_service.engine import LoadedVoice
+
+    model = RecordingVoice()
+    voice = LoadedVoice(model)
+    try:
+        phrase = voice.synthesize_blocking("I think we should go", continues=True)
+        sentence = voice.synthesize_blocking("for a walk in the park.")
+    finally:
+        voice.close()
+    assert model.texts == ["I think we should go", "for a walk in the park."]
+    assert phrase.spoken_text == "I think we should go"
+    assert len(phrase.pcm) // 2 == 3200 + 960, "the tone and 60 ms of silence"
+    assert len(sentence.pcm) // 2 == 9600, "a sentence keeps its pause"
+
+
+def test_trimming_keeps_silent_or_empty_audio_as_it_is() -> None:
+    from tts_service.engine import trim_trailing_silence
+
+    assert trim_trailing_silence(np.zeros(0, dtype=np.int16), 16000).size == 0
+    assert trim_trailing_silence(np.zeros(800, dtype=np.int16), 16000).size == 800

@@ -91,6 +91,20 @@ class SynthesisResult:
         return len(self.pcm) / 2 / self.sample_rate_hz if self.sample_rate_hz else 0.0
 
 
+KEEP_PAUSE_MS = 60  # silence kept after a segment whose sentence goes on (a short breath)
+
+
+def trim_trailing_silence(pcm: np.ndarray, sample_rate_hz: int, keep_ms: int = KEEP_PAUSE_MS) -> np.ndarray:
+    """`pcm` without its trailing silence beyond `keep_ms` (silence: below -40 dB of the peak)."""
+    if not pcm.size:
+        return pcm
+    level = np.abs(pcm.astype(np.float32))
+    loud = np.flatnonzero(level > 0.01 * level.max())
+    if not loud.size:
+        return pcm
+    return pcm[: min(len(pcm), int(loud[-1]) + 1 + keep_ms * sample_rate_hz // 1000)]
+
+
 class LoadedVoice:
     """A resident voice with its single synthesis worker."""
 
@@ -99,25 +113,29 @@ class LoadedVoice:
         self.info = model.info
         self.worker = ModelWorker(f"tts-{model.info.name}")
 
-    def _synthesize_now(self, text: str, sample_rate_hz: int) -> SynthesisResult:
-        """On the worker thread."""
+    def _synthesize_now(self, text: str, sample_rate_hz: int, continues: bool = False) -> SynthesisResult:
+        """On the worker thread. `continues`: the text is the start of a sentence that goes on."""
         spoken = clean_text(text, self.info.language)
         rate = sample_rate_hz or self.info.sample_rate_hz
         if not spoken:
             return SynthesisResult("", b"", rate, 0.0)
         started = time.perf_counter()
         pcm = self.model.synthesize(spoken)
+        if continues:
+            # The rest of the sentence follows: no sentence-end silence after this part. (Voicing it
+            # as a clause with an added comma was tried: its pitch fell more, bench/RESULTS.md.)
+            pcm = trim_trailing_silence(pcm, self.info.sample_rate_hz)
         if rate != self.info.sample_rate_hz and pcm.size:
             pcm = soxr.resample(pcm, self.info.sample_rate_hz, rate, quality="HQ")
         return SynthesisResult(spoken, pcm.astype("<i2").tobytes(), rate, time.perf_counter() - started)
 
-    def synthesize_blocking(self, text: str, sample_rate_hz: int = 0) -> SynthesisResult:
-        """From a thread that is not the event loop (the warm-up): waits for the worker."""
-        return self.worker.run_sync(lambda: self._synthesize_now(text, sample_rate_hz))
+    def synthesize_blocking(self, text: str, sample_rate_hz: int = 0, continues: bool = False) -> SynthesisResult:
+        """From a thread that is not the event loop (the warm-up, measurements): waits for the worker."""
+        return self.worker.run_sync(lambda: self._synthesize_now(text, sample_rate_hz, continues))
 
-    async def synthesize(self, text: str, sample_rate_hz: int = 0) -> SynthesisResult:
+    async def synthesize(self, text: str, sample_rate_hz: int = 0, continues: bool = False) -> SynthesisResult:
         """Queue on this voice's worker. Cancelling before the worker picks it up skips it."""
-        return await self.worker.run(lambda: self._synthesize_now(text, sample_rate_hz))
+        return await self.worker.run(lambda: self._synthesize_now(text, sample_rate_hz, continues))
 
     def close(self) -> None:
         self.worker.close(timeout_s=0)  # queued sentences are dropped; a running one finishes on its own

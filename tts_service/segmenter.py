@@ -73,6 +73,9 @@ class Segment:
     start: int
     end: int
     index: int
+    # Cut mid-sentence at a space (the first phrase, or max_chars): the sentence goes on, so the
+    # voice should not give it a sentence's falling end (see LoadedVoice.synthesize).
+    continues: bool = False
 
 
 # The first phrase never ends on these (the next word belongs to them).
@@ -163,13 +166,13 @@ class SentenceSegmenter:
             cut = self._find_boundary(final)
             if cut is None:
                 if final:
-                    cut = (len(self._buf), len(self._buf))
+                    cut = (len(self._buf), len(self._buf), False)
                 else:
                     return out
-            end, next_start = cut
+            end, next_start, continues = cut
             text = self._buf[:end].rstrip()
             if text:
-                out.append(Segment(text, self._base, self._base + len(text), self._index))
+                out.append(Segment(text, self._base, self._base + len(text), self._index, continues))
                 if self.first_phrase_words and self._phrase_ahead and self._openers < MAX_OPENERS and is_opener(text):
                     self._openers += 1
                 self._index += 1
@@ -182,8 +185,8 @@ class SentenceSegmenter:
         self._base += len(self._buf) - len(stripped)
         self._buf = stripped
 
-    def _find_boundary(self, final: bool) -> tuple[int, int] | None:
-        """(end of segment, start of the rest) of the first boundary, None if none decided yet."""
+    def _find_boundary(self, final: bool) -> tuple[int, int, bool] | None:
+        """(end of segment, start of the rest, cut mid-sentence) of the first boundary, None if none decided yet."""
         buf, n = self._buf, len(self._buf)
         phrase_ahead = self._phrase_ahead
         clause_limit = self.first_clause_chars if phrase_ahead else self.long_clause_chars
@@ -191,7 +194,7 @@ class SentenceSegmenter:
         while i < n:
             c = buf[i]
             if c == "\n":
-                return i, i + 1
+                return i, i + 1, False
             if c in TERMINATORS:
                 j = i
                 while j < n and buf[j] in TERMINATORS:
@@ -203,7 +206,7 @@ class SentenceSegmenter:
                     self._scan = i
                     return None
                 if decided >= 0:
-                    return j, decided
+                    return j, decided, False
                 i = j
                 continue
             if c in CLAUSE_MARKS and (
@@ -219,17 +222,17 @@ class SentenceSegmenter:
                         return None
                     self._scan = i
                     return None
-                return i + 1, k
+                return i + 1, k, False
             if phrase_ahead and self.first_phrase_words and c.isspace() and i and buf[i - 1].isalnum():
                 decided = self._phrase_ends_at(i, final)
                 if decided is None:
                     self._scan = i
                     return None
                 if decided:
-                    return i, self._next_nonspace(i + 1)
+                    return i, self._next_nonspace(i + 1), True
             if i >= self.max_chars and c.isspace() and not buf[i - 1].isspace():
                 if buf[i - 1] not in TERMINATORS + CLOSERS + CLAUSE_MARKS:
-                    return i, i + 1
+                    return i, i + 1, True
             i += 1
         self._scan = n
         return None

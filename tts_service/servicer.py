@@ -157,7 +157,7 @@ class TtsServicer(tts_pb2_grpc.TextToSpeechServicer):
                 with tracer.start_as_current_span(
                     "tts.sentence", attributes={"sentence_index": segment.index, "text_chars": len(segment.text)}
                 ) as sspan:
-                    result = await voice.synthesize(segment.text, rate)
+                    result = await voice.synthesize(segment.text, rate, segment.continues)
                     sspan.set_attribute("ttfa_ms", round((time.perf_counter() - t_complete) * 1000, 1))
                     sspan.set_attribute("audio_s", round(result.audio_s, 3))
                     sspan.set_attribute("spoken_chars", len(result.spoken_text))
