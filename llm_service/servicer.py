@@ -70,7 +70,11 @@ from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
 log = logging.getLogger("llm-service")
 SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["LanguageModel"].full_name
-_BUSY = "the model is busy: {active} requests running or waiting, limit {cap} (1 running + --max-queue waiting)"
+_BUSY = "the model is busy: {active} replies running or waiting, limit {cap} (1 running + --max-queue waiting)"
+_BUSY_PREFILL = (
+    "the model is busy: {active} Prefill calls running or waiting, limit {cap} (1 + --max-queue); "
+    "the words are read with the reply instead"
+)
 
 # How long RecordHeardReply / DiscardTurn wait for the session's in-flight turn (e.g. one being cancelled).
 SETTLE_TIMEOUT_S = 30.0
@@ -90,10 +94,14 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
     def __init__(self, slot: EngineSlot[LanguageEngine], config: ServiceConfig, admission: Admission) -> None:
         self._slot = slot
         self.config = config
-        # Calls that need the model: one runs, --max-queue wait. Refused at the door (before a session is
-        # created); the worker's own bound also holds while a cancelled generation finishes its last token.
-        self.model_calls = admission.gate(SERVICE_NAME, ["Generate", "Prefill"], 1 + config.max_queue, _BUSY)
-        self.worker = ModelWorker("llm-worker", config.max_queue)
+        # Calls that need the model: one runs, --max-queue wait, counted apart for replies (Generate) and
+        # for reading the user's words early (Prefill, optional): with one shared cap, 4 conversations'
+        # Prefills got replies refused (bench/RESULTS.md). Refused at the door (before a session is
+        # created); the worker's own bound (both kinds) also holds while a cancelled generation
+        # finishes its last token.
+        self.model_calls = admission.gate(SERVICE_NAME, ["Generate"], 1 + config.max_queue, _BUSY)
+        self.prefill_calls = admission.gate(SERVICE_NAME, ["Prefill"], 1 + config.max_queue, _BUSY_PREFILL)
+        self.worker = ModelWorker("llm-worker", 2 * config.max_queue + 1)
         self.sessions = SessionStore(config.session_ttl_s, config.max_sessions, on_evict=self._forget)
         self.counters = TurnCounters()
         self._model_state = ModelState(self.sessions, self.counters, Message("system", config.system_prompt))
@@ -341,7 +349,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             max_sessions=self.sessions.max_sessions,
             active_generations=self.worker.active,
             queued_generations=self.worker.queued,
-            max_queued=self.worker.max_queue,
+            max_queued=self.config.max_queue,  # replies; Prefills have a cap of their own, the same size
             generations_total=self.counters.generations,
             kv_cache_hits_total=self.counters.cache_hits,
             kv_cache_misses_total=self.counters.cache_misses,

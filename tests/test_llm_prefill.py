@@ -150,3 +150,24 @@ def test_score_end_of_turn_needs_a_user_message_last(fake_llm: FakeLlm) -> None:
     with pytest.raises(grpc.RpcError) as info:
         list(fake_llm.stub.Generate(request, timeout=WAIT_S))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "score_end_of_turn" in (info.value.details() or "")
+
+
+def test_waiting_prefills_never_get_a_reply_refused(fake_llm: FakeLlm) -> None:
+    """Several conversations at once: their Prefills (optional, the words read early) fill their own
+    cap, and a reply (Generate) still gets its place in the queue and is answered; only the next
+    Prefill is refused, saying the words are read with the reply instead."""
+    fake_llm.engine.gate.clear()  # the first Prefill holds the model
+    prefills = [start_prefill(fake_llm, "c0", "hi")]
+    on_the_model(fake_llm, queued=0)
+    prefills += [start_prefill(fake_llm, f"c{i}", "hi") for i in (1, 2)]
+    on_the_model(fake_llm, queued=2)  # Prefills: 1 running + --max-queue 2 waiting, their cap
+    with pytest.raises(grpc.RpcError) as info:
+        prefill(fake_llm, "one too many", sid="c9")
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "read with the reply" in (info.value.details() or "")
+    request = llm_pb2.GenerateRequest(session_id="r", messages=[llm_pb2.ChatMessage(role="user", content="Hi.")])
+    reply = fake_llm.stub.Generate(request, timeout=WAIT_S)  # a stream: sent now, read below
+    on_the_model(fake_llm, queued=3)  # the reply waits behind the Prefills instead of being refused
+    fake_llm.engine.gate.set()
+    assert [r.final.finish_reason for r in reply if r.HasField("final")], "the reply was answered"
+    assert all(not p.result().superseded for p in prefills)
