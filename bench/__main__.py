@@ -91,20 +91,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"warning: only {len(utts)} fixtures (the bench wants >= 5 different utterances)")
     addresses = {k: getattr(args, f"{k}_address") for k in KINDS if getattr(args, f"{k}_address")}
     results: dict[str, Any] = {"notes": []}
+    turns.REPLY_SEED = None if args.reply_seed < 0 else args.reply_seed
     results["config"] = {
         "rounds": args.rounds,
         "concurrency": args.concurrency,
         "concurrency_turns": args.concurrency_turns,
         "pace": "real-time, 20 ms chunks (components) / orchestrator run_file(pace=True)",
         "realtime_playback": args.realtime_playback,
-        "reply_seed": None if args.reply_seed < 0 else args.reply_seed,
+        "reply_seed": turns.REPLY_SEED,
         "fixtures": [u.name for u in utts],
     }
 
     load_before = os.getloadavg()
     phases: dict[str, float] = {}
     turns.REALTIME_PLAYBACK = args.realtime_playback
-    turns.REPLY_SEED = None if args.reply_seed < 0 else args.reply_seed
     t_start = time.perf_counter()
     if args.compare_burst and (args.use_running or addresses):
         raise SystemExit(

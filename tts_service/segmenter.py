@@ -74,7 +74,7 @@ class Segment:
     end: int
     index: int
     # Cut mid-sentence at a space (the first phrase, or max_chars): the sentence goes on, so the
-    # voice should not give it a sentence's falling end (see LoadedVoice.synthesize).
+    # voice keeps only a short breath of the pause after it (see LoadedVoice.synthesize).
     continues: bool = False
 
 
@@ -173,7 +173,7 @@ class SentenceSegmenter:
             text = self._buf[:end].rstrip()
             if text:
                 out.append(Segment(text, self._base, self._base + len(text), self._index, continues))
-                if self.first_phrase_words and self._phrase_ahead and self._openers < MAX_OPENERS and is_opener(text):
+                if self._may_open_with(text):
                     self._openers += 1
                 self._index += 1
             self._buf = self._buf[next_start:]
@@ -209,10 +209,7 @@ class SentenceSegmenter:
                     return j, decided, False
                 i = j
                 continue
-            if c in CLAUSE_MARKS and (
-                i >= clause_limit
-                or (phrase_ahead and self.first_phrase_words and self._openers < MAX_OPENERS and is_opener(buf[:i]))
-            ):
+            if c in CLAUSE_MARKS and (i >= clause_limit or self._may_open_with(buf[:i])):
                 k = self._next_nonspace(i + 1)
                 if k == i + 1 and i + 1 < n:  # no space after: "1,000", "3:30"
                     i += 1
@@ -236,6 +233,10 @@ class SentenceSegmenter:
             i += 1
         self._scan = n
         return None
+
+    def _may_open_with(self, text: str) -> bool:
+        """`text` is an opener spoken alone before the first phrase ("Sure," with first phrases on)."""
+        return bool(self.first_phrase_words) and self._phrase_ahead and self._openers < MAX_OPENERS and is_opener(text)
 
     @property
     def _phrase_ahead(self) -> bool:
