@@ -23,8 +23,9 @@ from orchestrator.audio import STT_SAMPLE_RATE_HZ, write_wav
 from orchestrator.web.adapter import ConversationOptions
 from orchestrator.web.server import WebOptions, start_server
 from tests.browser import CHROMIUM_HINT, SCREENSHOTS, chromium_path, page, wait_for
-from tests.helpers import GREEDY, pcm, silence_ms, words
+from tests.helpers import FIXTURES, GREEDY, pcm, silence_ms
 from tests.stack import Stack
+from tests.wer import word_errors
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 
 # No browser: skip before the session's real stack is started for this module.
@@ -38,6 +39,18 @@ def spoken(path: Path, *parts: str | float) -> Path:
     audio = b"".join(silence_ms(int(part * 1000)) if isinstance(part, float) else pcm(part) for part in parts)
     write_wav(path, audio, STT_SAMPLE_RATE_HZ)
     return path
+
+
+def assert_heard_as_said(clip: str, transcript: str) -> None:
+    """The page's transcript is the clip's sentence with at most a third of its words wrong.
+
+    The browser's capture path (echo cancellation, noise suppression, gain control, 48 -> 16 kHz)
+    makes tiny.en miss a word or two now and then: CI once heard "What time is it in Tokyo right
+    now?" as "... so kill right now?", local runs dropped the "in". A silent, truncated or garbled
+    capture is far beyond a third.
+    """
+    errors, n = word_errors(FIXTURES[clip]["text"], transcript)
+    assert 3 * errors <= n, f"{clip}: said {FIXTURES[clip]['text']!r}, the page showed {transcript!r}"
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +113,8 @@ def test_two_spoken_turns_show_transcript_reply_waterfall_and_keep_the_memory(
     agent, dead_air, messages = asyncio.run(asyncio.wait_for(scenario(), 3 * TURN_S))
     first, second = agent["turns"][:2]
     print("\n" + json.dumps({k: agent[k] for k in ("turns", "stats", "replies")}, indent=1, default=str))
-    assert {"timer", "minutes"} <= words(first["transcript"]), first["transcript"]
-    assert {"tokyo"} <= words(second["transcript"]), second["transcript"]
+    assert_heard_as_said("timer.wav", first["transcript"])
+    assert_heard_as_said("tokyo_time.wav", second["transcript"])
     assert len(first["reply"].split()) >= 3 and len(second["reply"].split()) >= 3
     # The waterfall shows the dead air of each turn, in ms.
     assert len(dead_air) == 2 and all(re.fullmatch(r"\d+ ms", text) for text in dead_air), dead_air
@@ -141,8 +154,8 @@ def test_speaking_while_the_agent_talks_stops_it_and_the_history_keeps_what_was_
     agent, messages = asyncio.run(asyncio.wait_for(scenario(), 3 * TURN_S))
     print("\n" + json.dumps({k: agent[k] for k in ("turns", "stats", "replies")}, indent=1, default=str))
     interrupted, answered = agent["turns"][:2]
-    assert {"recipe", "pancakes"} <= words(interrupted["transcript"]), interrupted["transcript"]
-    assert {"timer", "minutes"} <= words(answered["transcript"]), answered["transcript"]
+    assert_heard_as_said("recipe.wav", interrupted["transcript"])
+    assert_heard_as_said("timer.wav", answered["transcript"])
     assert interrupted["bargeIn"] and not answered["bargeIn"], "the agent was talking when the user spoke again"
     # Playback stopped at once: the page dropped the audio it had not played yet.
     first_reply = agent["replies"][0]
