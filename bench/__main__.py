@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from bench import capacity, components, report, turns
-from bench.fixtures import FIXTURE_DIR, load_utterances
+from bench.fixtures import FIXTURE_DIR, MAX_TURN_MS, load_utterances
 from bench.services import KINDS, ServiceSet
 from bench.stats import evaluate_targets
 from service_runtime import telemetry
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--use-running", action="store_true", help="use running services (default ports or the addresses)")
     for kind in KINDS:
         p.add_argument(f"--{kind}-address", metavar="HOST:PORT", help=f"running {kind}-service (implies --use-running)")
-    p.add_argument("--fixtures", help="comma-separated fixture names (default: all single utterances of 2-6 s)")
+    p.add_argument("--fixtures", help="comma-separated fixture names (default: all single utterances of 2-12 s)")
     p.add_argument("--components-only", action="store_true", help="skip the orchestrator turns")
     p.add_argument("--skip-components", action="store_true", help="skip the direct gRPC component measurements")
     p.add_argument("--concurrency", default="1,2,4", help="simultaneous conversations to try ('' = skip)")
@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     names = args.fixtures.split(",") if args.fixtures else None
-    utts = load_utterances(FIXTURE_DIR, names=names, max_ms=7000)
+    utts = load_utterances(FIXTURE_DIR, names=names, max_ms=MAX_TURN_MS)
     if not utts:
         raise SystemExit(f"no usable fixtures in {FIXTURE_DIR}")
     if len(utts) < 5:

@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from bench.fixtures import load_utterances
+from bench.fixtures import MAX_TURN_MS, load_utterances
 from stt_service.endpointing import EndpointConfig, UtteranceTracker
 from voice.llm.v1 import llm_pb2, llm_pb2_grpc
 from voice.stt.v1 import stt_pb2, stt_pb2_grpc
@@ -127,7 +127,7 @@ async def collect(names: list[str] | None, results: Path) -> list[dict[str, Any]
         ):
             stt, llm = stt_pb2_grpc.SpeechToTextStub(stt_channel), llm_pb2_grpc.LanguageModelStub(llm_channel)
             run = uuid.uuid4().hex[:6]
-            for utt in load_utterances(names=names, max_ms=7000):  # as bench.__main__
+            for utt in load_utterances(names=names, max_ms=MAX_TURN_MS):  # as bench.__main__
                 events = await candidates_of(stt, utt.pcm, utt.sample_rate_hz)
                 cands = [e for e in events if "final_event" not in e]
                 for cand in cands:

@@ -1,4 +1,5 @@
-"""The spoken test clips (tests/fixtures/audio, made with espeak-ng) used as user turns."""
+"""The spoken test clips (tests/fixtures/audio: espeak-ng, plus real human recordings of kind "human",
+see tests/fixtures/audio/PROVENANCE.md) used as user turns."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FIXTURE_DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "audio"
+# The longest clip the bench speaks: the espeak-ng turns are 2-7 s, the human recordings up to ~11 s
+# (JFK's one sentence with its long pauses).
+MAX_TURN_MS = 12_000
 
 
 @dataclass(frozen=True)

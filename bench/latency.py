@@ -12,7 +12,7 @@ from bench.stats import ratio, summarize
 # An endpoint this long is the STT's "unfinished" wait: on a fixture whose utterance is complete at
 # its end, that turn was late (every fixture holds one finished utterance).
 LATE_ENDPOINT_MS = 900
-KINDS = ("question", "paused", "paused_clause", "fast", "long_reply", "memory")
+KINDS = ("question", "paused", "paused_clause", "fast", "long_reply", "memory", "human")
 SPECULATION_KEYS = ("tokens", "discarded_tokens", "tts_ms", "discarded_tts_ms", "replies", "discarded_replies")
 
 

@@ -247,8 +247,11 @@ def test_vad_regions_match_the_fixture_timings(vad: SileroVad, item: dict) -> No
         assert regions == []
         return
     start_ms, end_ms = regions[0].start // 16, regions[-1].end // 16
-    assert abs(start_ms - item["speech_start_ms"]) <= 100
-    assert abs(end_ms - item["speech_end_ms"]) <= 100
+    # Real recordings (make_human_fixtures.py) have a noise floor, breaths, reverberant tails and
+    # trailing fricatives where energy and the VAD disagree by up to ~250 ms; espeak-ng's within 100.
+    tolerance_ms = 250 if item["kind"] == "human" else 100
+    assert abs(start_ms - item["speech_start_ms"]) <= tolerance_ms
+    assert abs(end_ms - item["speech_end_ms"]) <= tolerance_ms
 
 
 def test_wer_helper() -> None:
