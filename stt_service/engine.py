@@ -42,6 +42,8 @@ class Transcript:
     # Evidence used to drop hallucinations (reported for logs and tests).
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
+    # The decoded text token ids, before the text filter (faster-whisper; empty where a backend has none).
+    tokens: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
