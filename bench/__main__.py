@@ -66,6 +66,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run streaming on a second llm-service with --burst-threads 2 (the idle-core burst) in the same run",
     )
     p.add_argument(
+        "--compare-candidate",
+        type=int_in(32, 5000, or_zero=True),
+        default=0,
+        metavar="MS",
+        help="also run streaming with the reply started after MS of silence (CANDIDATE_FINAL; the default 100) in\n"
+        "the same run (0 = not)",
+    )
+    p.add_argument(
         "--reply-seed",
         type=int_in(-1, 2**32 - 1),
         default=1,
@@ -92,6 +100,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     addresses = {k: getattr(args, f"{k}_address") for k in KINDS if getattr(args, f"{k}_address")}
     results: dict[str, Any] = {"notes": []}
     turns.REPLY_SEED = None if args.reply_seed < 0 else args.reply_seed
+    turns.EARLY_CANDIDATE_MS = args.compare_candidate or turns.EARLY_CANDIDATE_MS
     results["config"] = {
         "rounds": args.rounds,
         "concurrency": args.concurrency,
@@ -99,6 +108,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "pace": "real-time, 20 ms chunks (components) / orchestrator run_file(pace=True)",
         "realtime_playback": args.realtime_playback,
         "reply_seed": turns.REPLY_SEED,
+        "early_candidate_ms": args.compare_candidate or None,
         "fixtures": [u.name for u in utts],
     }
 
@@ -153,6 +163,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 *turns.MODES,
                 *([turns.NO_HINTS] if args.compare_hints else []),
                 *([turns.BURST] if args.compare_burst else []),
+                *([turns.EARLY] if args.compare_candidate else []),
             )
             progress("warm-up turns (one per mode, not counted)")
             await turns.warm_up_turns(services.addresses, utts[0], progress, modes)

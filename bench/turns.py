@@ -28,6 +28,10 @@ NO_HINTS = "streaming-nohints"
 # Optional mode (--compare-burst): streaming on an llm-service that decodes the start of a reply
 # on the idle second core too (llm_service/thread_burst.py; off by default).
 BURST = "streaming-burst"
+# Optional mode (--compare-candidate MS): streaming with the reply started after a shorter pause
+# (CANDIDATE_FINAL after MS of silence instead of the orchestrator's 100 ms).
+EARLY = "streaming-early"
+EARLY_CANDIDATE_MS = 32
 TURN_TIMEOUT_S = 180.0  # a stuck turn is reported as an error instead of hanging the bench
 TURN_FIELDS = (
     "dead_air_ms",
@@ -59,7 +63,8 @@ def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> 
     llm = addresses[LLM_BURST] if mode == BURST else addresses["llm"]
     return Conversation(
         ServiceAddresses(stt=addresses["stt"], llm=llm, tts=addresses["tts"], tls=ClientTls.from_env()),
-        mode="streaming" if mode in (NO_HINTS, BURST) else mode,  # type: ignore[arg-type]
+        mode="streaming" if mode in (NO_HINTS, BURST, EARLY) else mode,  # type: ignore[arg-type]
+        candidate_silence_ms=EARLY_CANDIDATE_MS if mode == EARLY else 0,
         session_id=session_id,
         sink=MemorySink(realtime=REALTIME_PLAYBACK),
         end_of_turn_hints=mode != NO_HINTS,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from orchestrator.audio import STT_SAMPLE_RATE_HZ, AudioSink, MemorySink, WavFileSink, load_wav_pcm16
 from orchestrator.clients import ServiceCallError, ServiceDownError, check_services
-from orchestrator.config import SERVICE_NAMES, SILENCE_MS, ServiceAddresses, Settings
+from orchestrator.config import CANDIDATE_SILENCE_MS, SERVICE_NAMES, SILENCE_MS, ServiceAddresses, Settings
 from orchestrator.conversation import Conversation
 from orchestrator.device import NoAudioDeviceError, SoundDeviceSink, check_audio_devices, microphone
 from orchestrator.events import ConversationEvent, EventKind
@@ -116,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--endpoint-silence-ms", type=silence_ms, default=0, help="STT long endpoint (0 = server default)"
         )
-        p.add_argument("--candidate-silence-ms", type=silence_ms, default=0, help="STT candidate pause (0 = default)")
+        p.add_argument(
+            "--candidate-silence-ms",
+            type=int_in(*CANDIDATE_SILENCE_MS, or_zero=True),
+            default=0,
+            help="STT candidate pause (0 = default)",
+        )
         p.add_argument(
             "--min-endpoint-silence-ms",
             type=silence_ms,

@@ -24,6 +24,7 @@ DEFAULT_ADDRESSES = {"stt": "127.0.0.1:50051", "llm": "127.0.0.1:50052", "tts": 
 SERVICE_NAMES = {"stt": "stt-service", "llm": "llm-service", "tts": "tts-service"}
 # RecognitionConfig's *_silence_ms (stt.proto): 0 = the server's default, else from 100 to 5000 ms.
 SILENCE_MS = (100, 5000)
+CANDIDATE_SILENCE_MS = (32, 5000)  # a candidate may come at the first pause the STT's VAD sees
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from service_runtime import Admission, EngineSlot, EnvFlags, ServiceSpec
 from service_runtime.config import float_in, int_at_least, int_in
 from service_runtime.worker import ModelWorker
 from stt_service.backends import create_engine, default_backend
-from stt_service.clip import MAX_SILENCE_MS, MIN_SILENCE_MS
+from stt_service.clip import MAX_SILENCE_MS, MIN_CANDIDATE_SILENCE_MS, MIN_SILENCE_MS
 from stt_service.endpointing import EndpointConfig
 from stt_service.engine import Backend, DecodeOptions
 from stt_service.self_check import check_engine
@@ -63,7 +63,7 @@ def add_arguments(flags: EnvFlags) -> None:
         "--candidate-ms",
         160,
         "pause after which a CANDIDATE_FINAL is decoded, below --min-endpoint-ms",
-        type=silence_ms,
+        type=int_in(MIN_CANDIDATE_SILENCE_MS, MAX_SILENCE_MS),
     )
     flags.add(
         "--interim-interval-ms", 700, "new speech between INTERIM decodes", type=int_at_least(MIN_INTERIM_INTERVAL_MS)

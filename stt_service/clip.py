@@ -20,6 +20,9 @@ from stt_service.vad import FRAME, Region, SileroVad, speech_regions
 MIN_RATE, MAX_RATE = 8_000, 48_000
 ENCODING_UNSPECIFIED, ENCODING_LINEAR16 = 0, 1
 MIN_SILENCE_MS, MAX_SILENCE_MS = 100, 5_000
+# A candidate is speculative (only a FINAL ends the turn), so it may come as soon as the VAD can see
+# a pause at all: one 32 ms frame.
+MIN_CANDIDATE_SILENCE_MS = FRAME * 1000 // SAMPLE_RATE
 MERGE_GAP_S = 1.0
 MAX_HINT_TEXT = 4000
 PAD_S = 0.2
@@ -66,16 +69,16 @@ def validate_audio_format(cfg: ConfigFields) -> None:
 
 def endpoint_config(cfg: ConfigFields, defaults: EndpointConfig) -> EndpointConfig:
     """The stream's endpointing settings: the request's values over the server defaults, checked."""
-    for name in (
-        "endpoint_silence_ms",
-        "candidate_silence_ms",
-        "min_endpoint_silence_ms",
-        "hinted_endpoint_silence_ms",
+    for name, lowest in (
+        ("endpoint_silence_ms", MIN_SILENCE_MS),
+        ("candidate_silence_ms", MIN_CANDIDATE_SILENCE_MS),
+        ("min_endpoint_silence_ms", MIN_SILENCE_MS),
+        ("hinted_endpoint_silence_ms", MIN_SILENCE_MS),
     ):
         value = getattr(cfg, name)
-        if value and not MIN_SILENCE_MS <= value <= MAX_SILENCE_MS:
+        if value and not lowest <= value <= MAX_SILENCE_MS:
             raise InvalidRequest(
-                f"config.{name}={value} is out of range; allowed 0 (server default) or {MIN_SILENCE_MS} to {MAX_SILENCE_MS}"
+                f"config.{name}={value} is out of range; allowed 0 (server default) or {lowest} to {MAX_SILENCE_MS}"
             )
     endpoint = cfg.endpoint_silence_ms or defaults.endpoint_ms
     if cfg.min_endpoint_silence_ms:

@@ -21,6 +21,7 @@ from tts_service.__main__ import SPEC as TTS
 INT_1 = "an integer >= 1"
 INT_0 = "an integer >= 0"
 SILENCE = "an integer from 100 to 5000"
+CANDIDATE = "an integer from 32 to 5000"  # a candidate may come at the first pause the VAD sees
 PORT = "an integer from 0 to 65535"
 
 # (service, flag, bad value, what the error says is allowed)
@@ -43,7 +44,7 @@ SERVICE_CASES = [
     (STT, "--endpoint-ms", "50", SILENCE),  # what a RecognitionConfig may ask for
     (STT, "--min-endpoint-ms", "6000", SILENCE),
     (STT, "--hinted-endpoint-ms", "0", SILENCE),
-    (STT, "--candidate-ms", "99", SILENCE),
+    (STT, "--candidate-ms", "31", CANDIDATE),
     (STT, "--interim-interval-ms", "10", "an integer >= 100"),
     (STT, "--vad-threshold", "1", "a number above 0 and below 1"),
     (STT, "--vad-threshold", "0", "a number above 0 and below 1"),
@@ -138,7 +139,8 @@ def test_the_candidate_pause_must_be_below_the_short_endpoint(capsys: pytest.Cap
 ORCHESTRATOR_CASES = [
     (["talk", "--max-tokens", "-1"], INT_0),
     (["talk", "--endpoint-silence-ms", "50"], f"0 or {SILENCE}"),
-    (["demo", "--candidate-silence-ms", "6000"], f"0 or {SILENCE}"),
+    (["demo", "--candidate-silence-ms", "6000"], f"0 or {CANDIDATE}"),
+    (["talk", "--candidate-silence-ms", "31"], f"0 or {CANDIDATE}"),
     (["web", "--min-endpoint-silence-ms", "99"], f"0 or {SILENCE}"),
     (["demo", "--timeout-s", "0"], "a number above 0"),
     (["web", "--port", "70000"], PORT),

@@ -83,6 +83,13 @@ def test_speech_start_candidate_and_short_endpoint_for_complete_text() -> None:
     assert t.utterance is None
 
 
+def test_a_32_ms_candidate_is_decoded_at_the_first_silent_frame() -> None:
+    t = UtteranceTracker(EndpointConfig(endpoint_ms=1000, min_endpoint_ms=320, candidate_ms=32))
+    run(t, [0.9] * 20)
+    acts = t.step(0.05)  # the first frame the VAD calls silence
+    assert kinds(acts) == [ActionKind.DECODE_CANDIDATE]
+
+
 def test_unfinished_text_waits_for_the_long_endpoint() -> None:
     t = UtteranceTracker(CFG)
     acts = run(t, [0.9] * 20 + [0.05] * frames(200))
@@ -181,6 +188,7 @@ def test_endpoint_config_defaults_and_overrides() -> None:
     [
         ({"endpoint_silence_ms": 50}, "100 to 5000"),
         ({"endpoint_silence_ms": 6000}, "100 to 5000"),
+        ({"candidate_silence_ms": 20}, "32 to 5000"),  # shorter than one VAD frame: never seen
         ({"min_endpoint_silence_ms": 900, "endpoint_silence_ms": 500}, "must not exceed"),
         ({"candidate_silence_ms": 400, "min_endpoint_silence_ms": 300}, "below the shortest endpoint"),
     ],
