@@ -85,7 +85,7 @@ def test_interim_words_are_prefilled_and_the_candidate_is_scored_by_the_held_rep
 
     results, stt, llm, speculation = asyncio.run(scenario())
     config = stt.configs[0]
-    assert config.end_of_turn_hints and config.candidate_silence_ms == 100
+    assert config.end_of_turn_hints and config.candidate_silence_ms == 32, "a reply starts at the first pause"
     assert llm.prefills == ["what time"], "the INTERIM's words were read into the LLM session"
     hints = {t: round(p, 3) for t, p in stt.hints}
     assert hints["what time"] == 0.1, "its end-of-turn score went to the STT"
