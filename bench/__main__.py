@@ -26,9 +26,17 @@ from bench.fixtures import FIXTURE_DIR, MAX_TURN_MS, load_utterances
 from bench.services import KINDS, ServiceSet
 from bench.stats import evaluate_targets
 from service_runtime import telemetry
-from service_runtime.config import int_in
+from service_runtime.config import float_in, int_at_least, int_in
 
 BENCH_DIR = Path(__file__).resolve().parent
+
+
+def concurrency_levels(text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4]; '' -> [] (skip); each level a whole number of conversations >= 1."""
+    parts = [x.strip() for x in text.split(",") if x.strip()]
+    if not all(x.isdigit() and int(x) >= 1 for x in parts):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: allowed comma-separated integers >= 1, or ''")
+    return [int(x) for x in parts]
 
 
 def progress(line: str) -> None:
@@ -40,7 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     p.add_argument(
-        "--rounds", type=int, default=2, help="times each fixture is spoken in EACH mode (default %(default)s)"
+        "--rounds",
+        type=int_at_least(0),
+        default=2,
+        help="times each fixture is spoken in EACH mode (default %(default)s)",
     )
     p.add_argument("--use-running", action="store_true", help="use running services (default ports or the addresses)")
     for kind in KINDS:
@@ -48,8 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fixtures", help="comma-separated fixture names (default: all single utterances of 2-12 s)")
     p.add_argument("--components-only", action="store_true", help="skip the orchestrator turns")
     p.add_argument("--skip-components", action="store_true", help="skip the direct gRPC component measurements")
-    p.add_argument("--concurrency", default="1,2,4", help="simultaneous conversations to try ('' = skip)")
-    p.add_argument("--concurrency-turns", type=int, default=2, help="turns per conversation at each level")
+    p.add_argument(
+        "--concurrency", type=concurrency_levels, default="1,2,4", help="simultaneous conversations to try ('' = skip)"
+    )
+    p.add_argument("--concurrency-turns", type=int_at_least(1), default=2, help="turns per conversation at each level")
     p.add_argument(
         "--realtime-playback",
         action="store_true",
@@ -80,12 +93,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="LLM sampling seed of every turn (temperature stays the server's): each mode and each run gets the\n"
         "same replies to the same words, so modes and runs compare like with like (-1 = random; default %(default)s)",
     )
-    p.add_argument("--llm-max-tokens", type=int, default=64, help="max_tokens of the LLM component runs")
+    p.add_argument("--llm-max-tokens", type=int_at_least(1), default=64, help="max_tokens of the LLM component runs")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results.json", help="results file (default %(default)s)")
     p.add_argument("--log-dir", type=Path, default=BENCH_DIR / "out", help="service logs, table, details")
     p.add_argument("--write-md", action="store_true", help="also rewrite bench/RESULTS.md with the table")
     p.add_argument("--no-write", action="store_true", help="print only, write no results file")
-    p.add_argument("--start-timeout-s", type=float, default=600.0)
+    p.add_argument("--start-timeout-s", type=float_in(0, low_open=True), default=600.0)
     return p.parse_args(argv)
 
 
@@ -175,7 +188,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["turns"] = rows
             phases["turns_s"] = round(time.perf_counter() - mark, 1)
             mark = time.perf_counter()
-            levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
+            levels = args.concurrency
             if levels:
                 progress(
                     f"concurrency: {levels} simultaneous streaming conversations, {args.concurrency_turns} turns each"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from service_runtime.config import int_in
 from service_runtime.health_wait import ServiceError, wait_serving
 from service_runtime.service_table import SERVICES, ServiceInfo
 from service_runtime.tls import ClientTls
@@ -282,13 +283,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("command", choices=["start", "stop"])
     parser.add_argument(
         "--replicas",
-        type=int,
-        default=int(os.environ.get("REPLICAS") or 1),
+        type=int_in(1, MAX_REPLICAS),
+        default=os.environ.get("REPLICAS") or "1",
         help=f"replicas of each service, 1 to {MAX_REPLICAS}; replica i on port + {REPLICA_PORT_STEP}*i (env REPLICAS)",
     )
     args = parser.parse_args(argv)
-    if not 1 <= args.replicas <= MAX_REPLICAS:
-        parser.error(f"--replicas must be 1 to {MAX_REPLICAS}, not {args.replicas}")
     RUN_DIR.mkdir(exist_ok=True)
     if args.command == "start":
         try:

@@ -12,13 +12,14 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service_runtime.config import float_in
 from service_runtime.tls import ClientTls
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service_runtime.probe")
     parser.add_argument("address", help="HOST:PORT of the service (or of its --health-port)")
-    parser.add_argument("--timeout-s", type=float, default=3.0)
+    parser.add_argument("--timeout-s", type=float_in(0, low_open=True), default=3.0)
     parser.add_argument("--plaintext", action="store_true", help="ignore VOICE_TLS_* (a --health-port)")
     args = parser.parse_args(argv)
     tls = None if args.plaintext else ClientTls.from_env()

@@ -1,4 +1,4 @@
-"""Every numeric flag of the three services and the orchestrator has a range: a value outside it,
+"""Every numeric flag of the three services, the orchestrator, the bench and the launcher has a range: a value outside it,
 from the flag or from its environment variable, is a usage error (exit status 2) naming the flag,
 the value and what is allowed, raised while the flags are parsed, before any model loads."""
 
@@ -10,9 +10,12 @@ from collections.abc import Callable
 
 import pytest
 
+from bench.__main__ import parse_args as bench_arguments
 from llm_service.__main__ import SPEC as LLM
 from orchestrator.__main__ import build_parser as orchestrator_parser
 from service_runtime.config import env_name
+from service_runtime.launcher import main as launcher_main
+from service_runtime.probe import main as probe_main
 from service_runtime.server import ServiceSpec, parse_arguments
 from stt_service.__main__ import SPEC as STT
 from tests.helpers import ROOT
@@ -154,6 +157,29 @@ def test_an_out_of_range_orchestrator_flag_is_a_usage_error(
 ) -> None:
     err = usage_error(capsys, lambda: orchestrator_parser().parse_args(argv))
     assert f"argument {argv[1]}: {argv[2]} is out of range; allowed: {allowed}" in err, err
+
+
+TOOL_CASES = [
+    (bench_arguments, ["--rounds", "-1"], "argument --rounds: -1 is out of range; allowed: an integer >= 0"),
+    (bench_arguments, ["--concurrency", "1,two"], "allowed comma-separated integers >= 1, or ''"),
+    (bench_arguments, ["--concurrency", "0"], "allowed comma-separated integers >= 1, or ''"),
+    (bench_arguments, ["--compare-candidate", "20"], "allowed: 0 or an integer from 32 to 5000"),
+    (launcher_main, ["start", "--replicas", "10"], "allowed: an integer from 1 to 9"),
+    (probe_main, ["127.0.0.1:1", "--timeout-s", "0"], "allowed: a number above 0"),
+]
+
+
+@pytest.mark.parametrize(("entry", "argv", "message"), TOOL_CASES, ids=[" ".join(a) for _, a, _ in TOOL_CASES])
+def test_an_out_of_range_bench_or_launcher_flag_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], entry: Callable[[list[str]], object], argv: list[str], message: str
+) -> None:
+    err = usage_error(capsys, lambda: entry(argv))
+    assert message in err, err
+
+
+def test_the_bench_reads_its_concurrency_levels() -> None:
+    assert bench_arguments(["--concurrency", "1, 2,4"]).concurrency == [1, 2, 4]
+    assert bench_arguments(["--concurrency", ""]).concurrency == []
 
 
 @pytest.mark.parametrize(("variable", "value"), [("WEB_PORT", "http"), ("WEB_MAX_SESSIONS", "0")])
