@@ -37,9 +37,9 @@ def test_human_recordings_are_transcribed(stt: stt_pb2_grpc.SpeechToTextStub) ->
 
 
 # A long read sentence and a spoken command, each without an inner pause. Not the paused ones:
-# JFK's 1.1-1.2 s pauses and the 0.5 s one after "He was not an ill-disposed young man," still end
-# the turn early, and `amiable` keeps one turn only because the VAD hears a sound at the seam of
-# its two segments (bench/RESULTS.md, "Human recordings").
+# JFK's 1.1-1.2 s pauses still end the turn early, the 0.5 s one after "He was not an ill-disposed
+# young man," did so in 1 of 6 streaming runs, and `amiable` keeps one turn only because the VAD
+# hears a sound at the seam of its two segments (bench/RESULTS.md, "Human recordings").
 ONE_TURN = ["human_austen_leisure.wav", "human_go_forward.wav"]
 
 
