@@ -60,6 +60,13 @@ def add_arguments(flags: EnvFlags) -> None:
         type=silence_ms,
     )
     flags.add(
+        "--max-endpoint-ms",
+        2000,
+        "with end-of-turn hints: silence ending an utterance the hint calls surely unfinished (0); from --endpoint-ms"
+        " at 0.2 up to this",
+        type=silence_ms,
+    )
+    flags.add(
         "--candidate-ms",
         160,
         "pause after which a CANDIDATE_FINAL is decoded, below --min-endpoint-ms",
@@ -81,6 +88,7 @@ def endpoint_defaults(args: argparse.Namespace) -> EndpointConfig:
         min_endpoint_ms=min(args.min_endpoint_ms, args.endpoint_ms),
         candidate_ms=args.candidate_ms,
         hinted_endpoint_ms=min(args.hinted_endpoint_ms, args.min_endpoint_ms),
+        max_endpoint_ms=max(args.max_endpoint_ms, args.endpoint_ms),
         interim_interval_ms=args.interim_interval_ms,
         threshold=args.vad_threshold,
         neg_threshold=max(0.05, args.vad_threshold - 0.15),
@@ -116,6 +124,7 @@ def create(args: argparse.Namespace, server: grpc.aio.Server, admission: Admissi
             "vad": "silero-v6",
             "endpoint_ms": defaults.endpoint_ms,
             "min_endpoint_ms": defaults.min_endpoint_ms,
+            "max_endpoint_ms": defaults.max_endpoint_ms,
             "candidate_ms": defaults.candidate_ms,
             "max_sessions": args.max_sessions,
         }

@@ -14,7 +14,8 @@ Endpointing policy (per utterance):
     a language model's end-of-turn probability, `on_hint`), the meaning decides instead of the
     punctuation: a text that trails off (word lists, "," "...") waits `endpoint_ms`; else the
     hint maps to a silence: `hinted_endpoint_ms` when sure (>= `hint_high`, or `hint_sure` for a
-    text without a final . ? !), `endpoint_ms` below `hint_low`, in between (likely finished)
+    text without a final . ? !), `endpoint_ms` below `hint_low` (unfinished) and from there up to
+    `max_endpoint_ms` as a hint below `hint_unfinished` nears 0, in between (likely finished)
     from `likely_endpoint_ms` down to `min_endpoint_ms` as the hint nears sure; until the hint
     arrives the utterance waits (at most `endpoint_ms`). The endpoint needs the
     candidate text: if it is not decoded yet when the short endpoint is reached, the tracker
@@ -120,6 +121,12 @@ class EndpointConfig:
     hint_sure: float = 0.92  # the same for a text without final . ? ! (tiny.en drops the mark at will)
     hint_low: float = 0.7  # below: unfinished (endpoint_ms); from here up to sure: likely finished
     likely_endpoint_ms: int = 600  # likely finished: this at hint_low, down to min_endpoint_ms near sure
+    # Surely unfinished (hint below hint_unfinished: "Can you remind me to", "I'm calling because"):
+    # from endpoint_ms there up to max_endpoint_ms at 0, for a speaker who stops to think (JFK paused
+    # 1.12 s after a 0.0). Finished turns rarely score this low (bench/endpoint_replay.py: 2 of 25,
+    # both garbled digit read-outs), so the wait costs little where it is wrong.
+    hint_unfinished: float = 0.2
+    max_endpoint_ms: int = 2000
 
 
 class ActionKind(enum.Enum):
@@ -266,6 +273,9 @@ class UtteranceTracker:
             return cfg.min_endpoint_ms if looks_complete(text) else cfg.endpoint_ms
         if not text.strip():
             return cfg.min_endpoint_ms
+        if hint is not None and hint < cfg.hint_unfinished:
+            longest = max(cfg.endpoint_ms, cfg.max_endpoint_ms)
+            return round(longest - hint / cfg.hint_unfinished * (longest - cfg.endpoint_ms))
         if hint is None or trails_off(text) or hint < cfg.hint_low:
             return cfg.endpoint_ms
         sure = cfg.hint_high if text.rstrip().endswith((".", "?", "!")) else cfg.hint_sure

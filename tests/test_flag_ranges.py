@@ -47,6 +47,7 @@ SERVICE_CASES = [
     (STT, "--endpoint-ms", "50", SILENCE),  # what a RecognitionConfig may ask for
     (STT, "--min-endpoint-ms", "6000", SILENCE),
     (STT, "--hinted-endpoint-ms", "0", SILENCE),
+    (STT, "--max-endpoint-ms", "99", SILENCE),
     (STT, "--candidate-ms", "31", CANDIDATE),
     (STT, "--interim-interval-ms", "10", "an integer >= 100"),
     (STT, "--vad-threshold", "1", "a number above 0 and below 1"),

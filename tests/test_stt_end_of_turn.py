@@ -68,4 +68,5 @@ def test_the_likely_endpoint_never_exceeds_a_shorter_long_endpoint() -> None:
     short = UtteranceTracker(EndpointConfig(hints=True, endpoint_ms=500, min_endpoint_ms=320, candidate_ms=100))
     assert short.endpoint_for("turn on the lights", 0.7) == 500
     assert short.endpoint_for("turn on the lights", 0.69) == 500
+    assert short.endpoint_for("turn on the", 0.0) == 2000  # surely unfinished: up to max_endpoint_ms
     assert short.endpoint_for("turn on the lights", 0.95) == 200

@@ -296,7 +296,12 @@ def endpoint_after_hint(text: str, hint: float | None, hint_at_ms: int = 0) -> i
         ("Play a song by the Beatles", 0.69, 1000),  # no '.' and below likely: the long endpoint
         ("I want to go to Paris.", 0.57, 1000),  # scored so after some histories; 800 ms pause followed
         ("What is two plus two?", 0.9, 200),
-        ("I want to go to Paris.", 0.1, 1000),  # complete-sounding clause the model expects more after
+        ("I want to go to Paris.", 0.1, 1500),  # complete-sounding clause the model expects more after
+        # Surely unfinished words wait from the long endpoint (1000 ms at 0.2) up to max_endpoint_ms
+        # (2000 ms at 0): JFK (human_jfk.wav) paused 1.12 s after "Not!" (0.0); his 1.16 s pause
+        # after "And so my fellow Americans." (0.4) is still cut.
+        ("Can you remind me to", 0.0, 2000),
+        ("And so my fellow Americans.", 0.4, 1000),
         ("Set a timer for ten minutes.", 0.775, 460),  # likely finished: 600 ms at 0.7 .. 320 ms near 0.85
         ("At eggs, milk.", 0.9, 1000),  # a list read out, its last item without "and": more to come
         ("Set a timer for ten minutes, please.", 0.9, 200),

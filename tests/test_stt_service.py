@@ -155,12 +155,14 @@ def test_final_arrives_soon_after_the_end_of_speech_in_real_time(stub: stt_pb2_g
 
 # 0.95: a sure hint, which ends the turn early whether or not the candidate text ends in . ? !
 # (tiny.en's candidate sometimes has no final mark; with 0.9 the test then got the long endpoint).
-@pytest.mark.parametrize(("probability", "endpoint_ms"), [(0.95, 200), (0.05, ENDPOINT_MS)])
+# 0.05: surely unfinished, waits from the long endpoint (at 0.2) toward the server's 2000 ms (at 0).
+@pytest.mark.parametrize(("probability", "endpoint_ms"), [(0.95, 200), (0.5, ENDPOINT_MS), (0.05, 1750)])
 def test_end_of_turn_hint_sets_the_endpoint_in_real_time(
     stub: stt_pb2_grpc.SpeechToTextStub, probability: float, endpoint_ms: int
 ) -> None:
     """The client answers each CANDIDATE_FINAL with a hint (as the orchestrator does with the LLM's
-    end-of-turn probability): a likely end gives the 200 ms endpoint, an unlikely one the long one."""
+    end-of-turn probability): a likely end gives the 200 ms endpoint, an unlikely one the long one,
+    a surely unfinished one longer still."""
     hints: queue.Queue[str] = queue.Queue()
 
     def paced() -> Iterator[stt_pb2.StreamingRecognizeRequest]:
