@@ -105,7 +105,9 @@ async def run_turn(conv: Any, utt: Utterance, mode: str, label: str, progress: P
         row.update({"error": f"{type(error).__name__}: {error}", "turns": 0, "wall_ms": _ms_since(t0)})
         progress(f"{label:<14} {mode:<9} {utt.name:<20} ERROR {row['error']}")
         return row
-    turns = [_as_dict(r) for r in results]
+    # In the order the user spoke them: results come in the order turns finish, and a turn the
+    # user barged into finishes after the one that interrupted it.
+    turns = sorted((_as_dict(r) for r in results), key=lambda t: int(t.get("utterance_index") or 0))
     row["turns"] = len(turns)
     row["wall_ms"] = _ms_since(t0)
     row["transcript"] = " ".join(str(t.get("transcript") or "") for t in turns).strip()

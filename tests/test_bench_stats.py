@@ -1,11 +1,13 @@
-"""The benchmark's statistics and report code (no services needed)."""
+"""The benchmark's statistics, report and turn-row code (no services needed; fakes where a conversation is needed)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
+from bench.fixtures import Utterance
 from bench.report import format_table, render
 from bench.stats import (
     check_target,
@@ -18,7 +20,7 @@ from bench.stats import (
     turn_counts,
     wer,
 )
-from bench.turns import summarize_turns
+from bench.turns import run_turn, summarize_turns
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -159,3 +161,25 @@ def test_latency_summary_decisions_after_endpoint_and_speculation() -> None:
     assert out["speculative_discarded"]["tokens_pct"] == 25.0 and out["speculative_discarded"]["tts_ms"] == 1200
     assert out["ratio_sync_over_streaming_by_reply"]["long_reply"]["ratio"] == 10.0
     assert out["dead_air_by_kind_ms"]["streaming"]["paused_clause"]["p50"] == 700.0
+
+
+class FakeConversationAnsweringOutOfOrder:
+    """Fake: the turn the user barged into (utterance 0) finishes after the one that cut it off."""
+
+    async def run_file(self, pcm: bytes, rate: int, *, pace: bool, speech_end_ms: int) -> list[dict]:
+        return [
+            {
+                "utterance_index": 1,
+                "transcript": "what your country can do for you",
+                "reply": "B",
+                "dead_air_ms": 700.0,
+            },
+            {"utterance_index": 0, "transcript": "and so my fellow americans", "reply": "A", "dead_air_ms": 900.0},
+        ]
+
+
+def test_a_turn_row_reads_the_turns_in_the_order_they_were_spoken() -> None:
+    utt = Utterance("jfk", "and so my fellow americans what your country can do for you", b"", 16000, 0, 0, 0, "human")
+    row = asyncio.run(run_turn(FakeConversationAnsweringOutOfOrder(), utt, "streaming", "r1", lambda line: None))
+    assert row["transcript"] == "and so my fellow americans what your country can do for you"
+    assert row["turns"] == 2 and row["dead_air_ms"] == 700.0, "the last utterance's reply answers the end of speech"
