@@ -295,8 +295,9 @@ def test_with_a_listed_replica_down_from_the_start_turns_succeed_on_the_others(r
     assert sum(replicas.served("llm")) - before["llm"] == 2
 
 
-def busy_replica(replicas: Replicas, kind: str) -> int:
-    """The replica of `kind` with a stream open right now (the conversation's)."""
+def busy_replica(replicas: Replicas, kind: str) -> int | None:
+    """The replica of `kind` with a stream open right now (the conversation's); None while no
+    replica counts it yet (the stream's first message may still be on its way)."""
     active = []
     for proc in replicas.procs[kind]:
         with replicas.channel(proc.address) as channel:
@@ -308,8 +309,8 @@ def busy_replica(replicas: Replicas, kind: str) -> int:
                     .GetStats(tts_pb2.GetStatsRequest(), timeout=10)
                     .active_streams
                 )
-    assert sum(active) == 1, active
-    return active.index(1)
+    assert sum(active) <= 1, f"one conversation, {active} streams open"
+    return active.index(1) if sum(active) == 1 else None
 
 
 @pytest.mark.timeout(600)
@@ -321,17 +322,20 @@ def test_a_replica_killed_mid_stream_fails_that_turn_naming_it_and_the_next_turn
     killed: list[int] = []
 
     def listener(event: ConversationEvent) -> None:
+        # On the first trigger event at which the replica serving the turn has its stream open
+        # (checked again at each REPLY_DELTA: a busy TTS may not have counted it at the first).
         if event.kind is trigger and not killed:
             index = busy_replica(replicas, kind)
-            replicas.procs[kind][index].process.send_signal(signal.SIGKILL)
-            killed.append(index)
+            if index is not None:
+                replicas.procs[kind][index].process.send_signal(signal.SIGKILL)
+                killed.append(index)
 
     async def scenario() -> list[TurnResult]:
         conv = conversation(replicas.addresses(), session_id=f"scale-kill-{kind}", max_tokens=64, listener=listener)
         try:
             with pytest.raises(Exception) as failed:
                 await conv.run_file(pcm("weather_paris.wav"), 16000, pace=False)
-            assert killed, f"{trigger} never came"
+            assert killed, f"no {kind} replica had the turn's stream open at a {trigger}"
             assert f"{kind}-service" in str(failed.value), str(failed.value)
             # No restart: the same conversation's next turn goes to the live replica.
             return await conv.run_file(pcm("timer.wav"), 16000, pace=False)
