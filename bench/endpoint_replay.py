@@ -5,7 +5,7 @@
 
 Collect: each fixture streams (faster than real time; the STT endpoints on audio time, and with
 `end_of_turn_hints` and no hint sent no candidate ends the utterance before 1000 ms of silence)
-through the real StreamingRecognize with the orchestrator's settings (100 ms candidate). Every
+through the real StreamingRecognize with the orchestrator's settings of the time (100 ms candidate). Every
 CANDIDATE_FINAL is kept with the silence that followed it in the audio: up to the frame where the
 VAD heard speech again (CANDIDATE_RETRACTED), or "final" for the last one (the user is done).
 Each candidate text is scored by the real LLM twice: in a fresh session (Prefill) and with the
@@ -37,7 +37,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 DATA = BENCH_DIR.parent / "tests" / "fixtures" / "end_of_turn_candidates.json"
 EVENT = stt_pb2.StreamingRecognizeResponse
 FRAME_MS = 32  # VAD frame: the last silent frame before a resume is one frame before the RETRACT
-CANDIDATE_MS = 100  # orchestrator.listening.HINTED_CANDIDATE_MS
+# The orchestrator's candidate pause when tests/fixtures/end_of_turn_candidates.json was collected;
+# orchestrator.listening.HINTED_CANDIDATE_MS is 32 since 2026-12-05 (a --collect with 32 would add
+# candidates at 32-96 ms pauses; the endpoint policy this replays is the same for both).
+CANDIDATE_MS = 100
 LATE_MS = 900  # bench.latency.LATE_ENDPOINT_MS
 
 
