@@ -25,6 +25,7 @@ from bench import capacity, components, report, turns
 from bench.fixtures import FIXTURE_DIR, MAX_TURN_MS, load_utterances
 from bench.services import KINDS, ServiceSet
 from bench.stats import evaluate_targets
+from orchestrator.config import CANDIDATE_SILENCE_MS
 from service_runtime import telemetry
 from service_runtime.config import float_in, int_at_least, int_in
 
@@ -80,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--compare-candidate",
-        type=int_in(32, 5000, or_zero=True),
+        type=int_in(*CANDIDATE_SILENCE_MS, or_zero=True),
         default=0,
         metavar="MS",
         help="also run streaming with the reply started after MS of silence (CANDIDATE_FINAL; the default 100) in\n"
