@@ -23,7 +23,7 @@ import grpc
 
 from bench import capacity, components, report, turns
 from bench.fixtures import FIXTURE_DIR, MAX_TURN_MS, load_utterances
-from bench.services import KINDS, ServiceSet
+from bench.services import KINDS, LLM_BURST, LLM_MODEL, ServiceSet
 from bench.stats import evaluate_targets
 from orchestrator.config import CANDIDATE_SILENCE_MS
 from service_runtime import telemetry
@@ -80,6 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run streaming on a second llm-service with --burst-threads 2 (the idle-core burst) in the same run",
     )
     p.add_argument(
+        "--compare-llm-model",
+        default="",
+        metavar="MODEL",
+        help="also run streaming on a second llm-service with --model MODEL (a preset such as qwen2.5-0.5b-q4_0, or\n"
+        "a GGUF path) in the same run",
+    )
+    p.add_argument(
         "--compare-candidate",
         type=int_in(*CANDIDATE_SILENCE_MS, or_zero=True),
         default=0,
@@ -123,6 +130,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "realtime_playback": args.realtime_playback,
         "reply_seed": turns.REPLY_SEED,
         "early_candidate_ms": args.compare_candidate or None,
+        "compared_llm_model": args.compare_llm_model or None,
         "fixtures": [u.name for u in utts],
     }
 
@@ -130,16 +138,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     phases: dict[str, float] = {}
     turns.REALTIME_PLAYBACK = args.realtime_playback
     t_start = time.perf_counter()
-    if args.compare_burst and (args.use_running or addresses):
+    llm_variants = {
+        **({LLM_BURST: ["--burst-threads", "2"]} if args.compare_burst else {}),
+        **({LLM_MODEL: ["--model", args.compare_llm_model]} if args.compare_llm_model else {}),
+    }
+    if llm_variants and (args.use_running or addresses):
         raise SystemExit(
-            "--compare-burst starts its own services (a second llm-service); drop --use-running/--*-address"
+            "--compare-burst and --compare-llm-model start their own services (a second llm-service); "
+            "drop --use-running/--*-address"
         )
     if args.use_running or addresses:
         progress("attaching to running services ...")
         services = ServiceSet.attach(addresses)
     else:
         progress(f"starting stt/llm/tts services on free ports (logs in {args.log_dir}) ...")
-        services = ServiceSet.start(args.log_dir, timeout_s=args.start_timeout_s, llm_burst=args.compare_burst)
+        services = ServiceSet.start(args.log_dir, timeout_s=args.start_timeout_s, llm_variants=llm_variants)
     progress(f"services SERVING after {time.perf_counter() - t_start:.1f}s: {services.addresses}")
 
     channels = {kind: grpc.aio.insecure_channel(addr) for kind, addr in services.addresses.items()}
@@ -177,6 +190,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 *turns.MODES,
                 *([turns.NO_HINTS] if args.compare_hints else []),
                 *([turns.BURST] if args.compare_burst else []),
+                *([turns.OTHER_MODEL] if args.compare_llm_model else []),
                 *([turns.EARLY] if args.compare_candidate else []),
             )
             progress("warm-up turns (one per mode, not counted)")

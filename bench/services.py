@@ -12,8 +12,10 @@ from typing import Any
 from service_runtime.launcher import RUN_DIR, SERVICES, ServiceProcess, wait_serving
 
 KINDS = ("stt", "llm", "tts")
-# --compare-burst: a second llm-service with the idle-core burst on (its address key in ServiceSet).
+# Second llm-services started for a compared mode (their address keys in ServiceSet):
+# --compare-burst (the idle-core burst on) and --compare-llm-model (another model).
 LLM_BURST = "llm-burst"
+LLM_MODEL = "llm-model"
 _SERVING = re.compile(r"SERVING on (\S+):(\d+)(.*)$", re.MULTILINE)
 _KV = re.compile(r"(\w+)=(\S+)")
 
@@ -84,15 +86,15 @@ class ServiceSet:
         out_dir: Path,
         extra_args: dict[str, list[str]] | None = None,
         timeout_s: float = 600.0,
-        llm_burst: bool = False,
+        llm_variants: dict[str, list[str]] | None = None,
     ) -> ServiceSet:
         """Start all three at once (they load in parallel), then wait for each to report SERVING.
-        `llm_burst` adds a second llm-service with --burst-threads 2 under the key LLM_BURST."""
+        `llm_variants` adds more llm-services: address key -> flags added to the llm's."""
         out_dir.mkdir(parents=True, exist_ok=True)
         services: dict[str, Service] = {}
         variants = [(kind, kind, (extra_args or {}).get(kind, [])) for kind in KINDS]
-        if llm_burst:
-            variants.append((LLM_BURST, "llm", [*(extra_args or {}).get("llm", []), "--burst-threads", "2"]))
+        for key, flags in (llm_variants or {}).items():
+            variants.append((key, "llm", [*(extra_args or {}).get("llm", []), *flags]))
         for key, kind, args in variants:
             log_path = out_dir / f"{key}.log"
             log_path.write_text("")

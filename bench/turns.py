@@ -17,7 +17,7 @@ from typing import Any
 
 from bench import latency
 from bench.fixtures import Utterance
-from bench.services import LLM_BURST
+from bench.services import LLM_BURST, LLM_MODEL
 from bench.stats import corpus_wer, ratio, summarize, turn_counts
 
 Progress = Callable[[str], None]
@@ -32,6 +32,12 @@ BURST = "streaming-burst"
 # (CANDIDATE_FINAL after MS of silence instead of the orchestrator's 100 ms).
 EARLY = "streaming-early"
 EARLY_CANDIDATE_MS = 32
+# Optional mode (--compare-llm-model NAME): streaming on a second llm-service running another model
+# (e.g. the re-quantized qwen2.5-0.5b-q4_0).
+OTHER_MODEL = "streaming-model"
+# Modes served by a second llm-service (bench.services key), and every mode that streams.
+LLM_OF_MODE = {BURST: LLM_BURST, OTHER_MODEL: LLM_MODEL}
+STREAMING_VARIANTS = (NO_HINTS, BURST, EARLY, OTHER_MODEL)
 TURN_TIMEOUT_S = 180.0  # a stuck turn is reported as an error instead of hanging the bench
 TURN_FIELDS = (
     "dead_air_ms",
@@ -60,10 +66,10 @@ def open_conversation(addresses: dict[str, str], mode: str, session_id: str) -> 
     from service_runtime.tls import ClientTls
     from voice.llm.v1 import llm_pb2
 
-    llm = addresses[LLM_BURST] if mode == BURST else addresses["llm"]
+    llm = addresses[LLM_OF_MODE.get(mode, "llm")]
     return Conversation(
         ServiceAddresses(stt=addresses["stt"], llm=llm, tts=addresses["tts"], tls=ClientTls.from_env()),
-        mode="streaming" if mode in (NO_HINTS, BURST, EARLY) else mode,  # type: ignore[arg-type]
+        mode="streaming" if mode in STREAMING_VARIANTS else mode,  # type: ignore[arg-type]
         candidate_silence_ms=EARLY_CANDIDATE_MS if mode == EARLY else 0,
         session_id=session_id,
         sink=MemorySink(realtime=REALTIME_PLAYBACK),

