@@ -46,6 +46,40 @@ MORE_QUESTIONS = [
     "Give me three tips for running.",
 ]
 REPLY_TOKENS = 60
+# Short factual questions with the words a right answer contains (any of them, case-insensitive):
+# a crude but objective accuracy figure for the two models' greedy replies.
+FACTS: list[tuple[str, tuple[str, ...]]] = [
+    ("What is the capital of France?", ("paris",)),
+    ("What is the capital of Japan?", ("tokyo",)),
+    ("What is the capital of Italy?", ("rome",)),
+    ("What is the capital of Canada?", ("ottawa",)),
+    ("What is the capital of Australia?", ("canberra",)),
+    ("What is the capital of Spain?", ("madrid",)),
+    ("What is the capital of Germany?", ("berlin",)),
+    ("What is the capital of Egypt?", ("cairo",)),
+    ("How many minutes are there in two hours?", ("120", "hundred twenty", "hundred and twenty")),
+    ("How many days are there in a week?", ("seven", "7")),
+    ("How many legs does a spider have?", ("eight", "8")),
+    ("What is five plus seven?", ("twelve", "12")),
+    ("What is nine times six?", ("fifty-four", "fifty four", "54")),
+    ("What is one hundred minus one?", ("ninety-nine", "ninety nine", "99")),
+    ("How many hours are there in a day?", ("24", "twenty-four", "twenty four")),
+    ("How many continents are there?", ("seven", "7")),
+    ("Who wrote Romeo and Juliet?", ("shakespeare",)),
+    ("Who painted the Mona Lisa?", ("leonardo", "da vinci")),
+    ("What planet is known as the red planet?", ("mars",)),
+    ("What is the largest planet in our solar system?", ("jupiter",)),
+    ("What gas do plants take in from the air?", ("carbon dioxide", "co2")),
+    ("At what temperature in Celsius does water boil at sea level?", ("100", "hundred")),
+    ("At what temperature in Celsius does water freeze?", ("zero", "0 degrees", " 0", "0°")),
+    ("What is the largest ocean on Earth?", ("pacific",)),
+    ("What is the tallest mountain in the world?", ("everest",)),
+    ("Which animal is known as the king of the jungle?", ("lion",)),
+    ("What color do you get when you mix blue and yellow?", ("green",)),
+    ("How many sides does a triangle have?", ("three", "3")),
+    ("What language is spoken in Brazil?", ("portuguese",)),
+    ("What is the freezing point of water in Fahrenheit?", ("32", "thirty-two", "thirty two")),
+]
 
 
 def _messages(user: str) -> list[Message]:
@@ -146,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = json.loads(DATA.read_text())
     texts = sorted({c["text"] for row in rows for c in row["candidates"]})
     prompts = [row["final"] for row in rows if row["final"]] + QUESTIONS + MORE_QUESTIONS
+    facts_from = len(prompts)
+    prompts += [question for question, _ in FACTS]
 
     print(f"speed, 1 thread: {ref_name} then {name}", flush=True)
     speeds = {ref_name: speed(ref_path), name: speed(path)}
@@ -160,6 +196,13 @@ def main(argv: list[str] | None = None) -> None:
             cand["scores"] = {"reference": by_text[cand["text"]][0], "model": by_text[cand["text"]][1]}
     diffs = [abs(a - b) for a, b in zip(ref_scores, scores, strict=True)]
     identical = sum(a == b for a, b in zip(ref_replies, replies, strict=True))
+    correct = {
+        label: [
+            any(word in reply.lower() for word in words)
+            for reply, (_, words) in zip(said[facts_from:], FACTS, strict=True)
+        ]
+        for label, said in (("reference", ref_replies), ("model", replies))
+    }
     policy = endpoint_decisions(rows, ["reference", "model"])
     result: dict[str, Any] = {
         "reference": {"name": ref_name, "path": str(ref_path), "bytes": ref_path.stat().st_size},
@@ -173,6 +216,17 @@ def main(argv: list[str] | None = None) -> None:
                 {"prompt": q, "reference": a, "model": b}
                 for q, a, b in zip(prompts, ref_replies, replies, strict=True)
                 if a != b
+            ],
+        },
+        "facts": {
+            "questions": len(FACTS),
+            "reference_correct": sum(correct["reference"]),
+            "model_correct": sum(correct["model"]),
+            "only_reference_right": [
+                q for (q, _), a, b in zip(FACTS, correct["reference"], correct["model"], strict=True) if a and not b
+            ],
+            "only_model_right": [
+                q for (q, _), a, b in zip(FACTS, correct["reference"], correct["model"], strict=True) if b and not a
             ],
         },
         "end_of_turn": {
@@ -192,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{speeds[ref_name]['batch8_ms']} -> {speeds[name]['batch8_ms']} ms\n"
         f"greedy replies identical: {identical} of {len(prompts)}; KLD mean {forced['kld_mean']} "
         f"(p99 {forced['kld_p99']}), top-1 agreement {forced['top1_agreement']:.1%} over {forced['tokens']} tokens\n"
+        f"factual questions right: {sum(correct['reference'])} vs {sum(correct['model'])} of {len(FACTS)}\n"
         f"end-of-turn score |diff| median {statistics.median(diffs):.3f} max {max(diffs):.3f}; "
         f"policy on the fixtures: {policy}\n"
         f"-> {args.out}"
