@@ -1,15 +1,15 @@
 """Offline check of the end-of-turn policy on every fixture (evidence for stt_service.endpointing).
 
-    python -m bench.endpoint_replay --collect      # real STT + LLM on free ports -> bench/endpoint_replay.json
+    python -m bench.endpoint_replay --collect      # real STT + LLM -> tests/fixtures/end_of_turn_candidates.json
     python -m bench.endpoint_replay                # the policy in stt_service.endpointing on that data
 
 Collect: each fixture streams (faster than real time; the STT endpoints on audio time, and with
 `end_of_turn_hints` and no hint sent no candidate ends the utterance before 1000 ms of silence)
-through the real StreamingRecognize with the orchestrator's settings of the time (100 ms candidate). Every
+through the real StreamingRecognize with the orchestrator's settings (32 ms candidate). Every
 CANDIDATE_FINAL is kept with the silence that followed it in the audio: up to the frame where the
 VAD heard speech again (CANDIDATE_RETRACTED), or "final" for the last one (the user is done).
 Each candidate text is scored by the real LLM twice: in a fresh session (Prefill) and with the
-history the bench's streaming conversation had before that fixture (Generate with
+history the bench's streaming conversation had before that fixture in its first round (Generate with
 `score_end_of_turn`, the held reply's path; history from bench/results.json).
 
 Evaluate: per candidate, the endpoint silence the policy picks and what it means:
@@ -37,10 +37,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 DATA = BENCH_DIR.parent / "tests" / "fixtures" / "end_of_turn_candidates.json"
 EVENT = stt_pb2.StreamingRecognizeResponse
 FRAME_MS = 32  # VAD frame: the last silent frame before a resume is one frame before the RETRACT
-# The orchestrator's candidate pause when tests/fixtures/end_of_turn_candidates.json was collected;
-# orchestrator.listening.HINTED_CANDIDATE_MS is 32 since 2026-12-05 (a --collect with 32 would add
-# candidates at 32-96 ms pauses; the endpoint policy this replays is the same for both).
-CANDIDATE_MS = 100
+# The orchestrator's candidate pause (orchestrator.listening.HINTED_CANDIDATE_MS, one VAD frame):
+# tests/fixtures/end_of_turn_candidates.json was collected with it (2026-12-05; 100 ms before).
+CANDIDATE_MS = 32
 LATE_MS = 900  # bench.latency.LATE_ENDPOINT_MS
 
 
@@ -72,11 +71,14 @@ async def candidates_of(stub: stt_pb2_grpc.SpeechToTextStub, pcm: bytes, rate: i
 
 
 def bench_history(results: Path) -> dict[str, list[tuple[str, str]]]:
-    """Per fixture: the (user, assistant) turns the bench's streaming conversation had before it."""
+    """Per fixture: the (user, assistant) turns the bench's streaming conversation had before it in
+    the first round (every round opens a new conversation, so its history never spans rounds)."""
     rows = [r for r in json.loads(results.read_text())["turns"] if r["mode"] == "streaming" and "error" not in r]
+    first_round = rows[0]["label"].split()[0] if rows else ""
+    rows = [r for r in rows if r["label"].split()[0] == first_round]
     out: dict[str, list[tuple[str, str]]] = {}
     for i, row in enumerate(rows):
-        out[row["fixture"]] = [(r["transcript"], r["reply"]) for r in rows[:i]]
+        out.setdefault(row["fixture"], [(r["transcript"], r["reply"]) for r in rows[:i]])
     return out
 
 
