@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int_in(*CANDIDATE_SILENCE_MS, or_zero=True),
         default=0,
         metavar="MS",
-        help="also run streaming with the reply started after MS of silence (CANDIDATE_FINAL; the default 100) in\n"
+        help="also run streaming with the reply started after MS of silence (CANDIDATE_FINAL; the orchestrator's is 32) in\n"
         "the same run (0 = not)",
     )
     p.add_argument(

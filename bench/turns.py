@@ -29,7 +29,7 @@ NO_HINTS = "streaming-nohints"
 # on the idle second core too (llm_service/thread_burst.py; off by default).
 BURST = "streaming-burst"
 # Optional mode (--compare-candidate MS): streaming with the reply started after a shorter pause
-# (CANDIDATE_FINAL after MS of silence instead of the orchestrator's 100 ms).
+# (CANDIDATE_FINAL after MS of silence instead of the orchestrator's HINTED_CANDIDATE_MS, 32 ms).
 EARLY = "streaming-early"
 EARLY_CANDIDATE_MS = 32
 # Optional mode (--compare-llm-model NAME): streaming on a second llm-service running another model
