@@ -107,10 +107,15 @@ def speed(path: Path, runs: int = 5) -> dict[str, float]:
     return {"decode_tok_s": round(statistics.median(rates), 1), "batch8_ms": round(statistics.median(batch_ms), 1)}
 
 
-def replies_and_scores(path: Path, prompts: list[str], texts: list[str]) -> tuple[list[str], list[float]]:
+def replies_and_scores(
+    path: Path, prompts: list[str], texts: list[str]
+) -> tuple[list[str], list[float], list[list[int]]]:
+    """Greedy replies to `prompts`, end-of-turn scores of `texts`, and each prompt's tokens as the
+    engine reads them (the GGUF's chat template with the assistant header)."""
     engine = LlamaCppEngine(EngineConfig("m", path, n_ctx=4096, system_prompt=DEFAULT_SYSTEM_PROMPT))
     try:
         engine.warm_up()
+        heads = [engine.tokenize_messages(_messages(p)) for p in prompts]
         scores = [engine.prefill(_messages(t), None).end_of_turn_probability for t in texts]
         greedy = Sampling(temperature=0.0)
         replies = [
@@ -119,7 +124,7 @@ def replies_and_scores(path: Path, prompts: list[str], texts: list[str]) -> tupl
         ]
     finally:
         engine.close()
-    return replies, scores
+    return replies, scores, heads
 
 
 def log_probs(path: Path, sequences: list[tuple[list[int], int]]) -> list[np.ndarray]:
@@ -139,18 +144,15 @@ def log_probs(path: Path, sequences: list[tuple[list[int], int]]) -> list[np.nda
     return out
 
 
-def teacher_forced(reference: Path, model: Path, prompts: list[str], replies: list[str]) -> dict[str, float]:
+def teacher_forced(reference: Path, model: Path, heads: list[list[int]], replies: list[str]) -> dict[str, float]:
+    """Both models read each prompt (`heads`, token ids) followed by the reference's reply."""
     from llama_cpp import Llama
 
     vocab = Llama(str(reference), vocab_only=True, verbose=False)
-    sequences = []
-    for prompt, reply in zip(prompts, replies, strict=True):
-        head = (
-            f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
-            "<|im_start|>assistant\n"
-        )
-        start = len(vocab.tokenize(head.encode(), add_bos=False, special=True))
-        sequences.append((vocab.tokenize((head + reply).encode(), add_bos=False, special=True), start))
+    sequences = [
+        (head + vocab.tokenize(reply.encode(), add_bos=False), len(head))
+        for head, reply in zip(heads, replies, strict=True)
+    ]
     vocab.close()
     ref_rows, model_rows = log_probs(reference, sequences), log_probs(model, sequences)
     kld = np.concatenate([(np.exp(a) * (a - b)).sum(axis=1) for a, b in zip(ref_rows, model_rows, strict=True)])
@@ -186,10 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"speed, 1 thread: {ref_name} then {name}", flush=True)
     speeds = {ref_name: speed(ref_path), name: speed(path)}
     print(f"  {speeds}\nreplies and end-of-turn scores ({len(prompts)} prompts, {len(texts)} texts)", flush=True)
-    ref_replies, ref_scores = replies_and_scores(ref_path, prompts, texts)
-    replies, scores = replies_and_scores(path, prompts, texts)
+    ref_replies, ref_scores, heads = replies_and_scores(ref_path, prompts, texts)
+    replies, scores, _ = replies_and_scores(path, prompts, texts)
     print("next-token distributions on the reference's replies", flush=True)
-    forced = teacher_forced(ref_path, path, prompts, ref_replies)
+    forced = teacher_forced(ref_path, path, heads, ref_replies)
     by_text = dict(zip(texts, zip(ref_scores, scores, strict=True), strict=True))
     for row in rows:
         for cand in row["candidates"]:
